@@ -1,0 +1,5 @@
+//! MyKafkaMS: key-ordered, parallel message processing on Apache Kafka.
+
+pub mod message;
+
+pub use message::Message;
