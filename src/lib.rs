@@ -3,3 +3,5 @@
 pub mod message;
 
 pub use message::Message;
+
+pub mod protocol;

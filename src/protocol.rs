@@ -1,0 +1,976 @@
+//! A minimal Kafka connection of our own, for the APIs rskafka does not speak.
+//!
+//! rskafka covers produce, fetch and metadata but has no consumer-group APIs
+//! (FindCoordinator, OffsetCommit, OffsetFetch, JoinGroup, ...). Those are
+//! encoded with the `kafka-protocol` crate's generated message types and sent
+//! over this connection: a tokio `TcpStream` with Kafka's 4-byte big-endian
+//! length framing, a request header carrying a correlation id and the client
+//! id [`CLIENT_ID`], and an ApiVersions handshake on connect so every request
+//! goes out at the highest version both sides support.
+//!
+//! One [`Connection`] serves requests one at a time (a tokio mutex around the
+//! socket): Kafka answers requests on one connection in order, and the group
+//! APIs are low-volume, so pipelining is not worth its complexity here.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader,
+    SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+pub use kafka_protocol::protocol::VersionRange;
+
+/// Client id sent in every request header, so broker logs and quotas can
+/// attribute our traffic.
+pub const CLIENT_ID: &str = "mykafkams";
+
+/// Kafka error code UNSUPPORTED_VERSION, the one ApiVersions error we recover
+/// from (by retrying at a version the broker names).
+const UNSUPPORTED_VERSION: i16 = 35;
+
+/// The ApiVersions versions this module implements. v3+ is flexible (compact
+/// encodings, tagged fields); v0 is what a broker answers with when it does
+/// not support the version we asked for.
+const API_VERSIONS_RANGE: VersionRange = VersionRange { min: 0, max: 4 };
+
+/// A request type we can send: its API key and the response it expects.
+///
+/// `kafka-protocol`'s own `Request` trait is only implemented with both its
+/// `client` and `broker` features (it needs requests to decode too); this is
+/// the client half of it.
+pub trait ApiRequest: Encodable + HeaderVersion {
+    /// The API this request belongs to.
+    const KEY: ApiKey;
+    /// The response the broker answers with.
+    type Response: Decodable + HeaderVersion;
+}
+
+macro_rules! api_requests {
+    ($($req:ty => $resp:ty, $key:ident;)*) => {
+        $(impl ApiRequest for $req {
+            const KEY: ApiKey = ApiKey::$key;
+            type Response = $resp;
+        })*
+    };
+}
+
+api_requests! {
+    ApiVersionsRequest => ApiVersionsResponse, ApiVersions;
+    FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator;
+    OffsetFetchRequest => OffsetFetchResponse, OffsetFetch;
+    OffsetCommitRequest => OffsetCommitResponse, OffsetCommit;
+    // Groundwork for group membership (a later issue).
+    JoinGroupRequest => JoinGroupResponse, JoinGroup;
+    SyncGroupRequest => SyncGroupResponse, SyncGroup;
+    HeartbeatRequest => HeartbeatResponse, Heartbeat;
+    LeaveGroupRequest => LeaveGroupResponse, LeaveGroup;
+}
+
+/// Timeouts and limits of one connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionConfig {
+    /// Upper bound for establishing the TCP connection (per address tried).
+    pub connect_timeout: Duration,
+    /// Upper bound for one request: writing it and reading its whole response.
+    pub request_timeout: Duration,
+    /// Largest response frame accepted; a larger length prefix means a
+    /// corrupt stream (or a non-Kafka peer) and fails the request instead of
+    /// allocating it.
+    pub max_response_bytes: usize,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_response_bytes: 100 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a request on a [`Connection`] failed. Every variant names the broker
+/// and, where there is one, the API, and its `Display` is one line saying what
+/// to do.
+#[derive(Debug)]
+pub enum ProtocolError {
+    /// The TCP connection could not be established.
+    Connect {
+        /// Address we dialled.
+        broker: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The TCP connection did not complete within the connect timeout.
+    ConnectTimeout {
+        /// Address we dialled.
+        broker: String,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// Reading or writing the socket failed (including the broker closing it).
+    Io {
+        /// Broker address.
+        broker: String,
+        /// API of the request in flight.
+        api: ApiKey,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// No complete response arrived within the request timeout.
+    Timeout {
+        /// Broker address.
+        broker: String,
+        /// API of the request in flight.
+        api: ApiKey,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// An earlier failure left the stream in an unknown state; the connection
+    /// refuses further requests and must be replaced.
+    Broken {
+        /// Broker address.
+        broker: String,
+    },
+    /// Our request could not be encoded (a bug: a field set that the chosen
+    /// version does not have).
+    Encode {
+        /// Broker address.
+        broker: String,
+        /// API being encoded.
+        api: ApiKey,
+        /// Version being encoded.
+        version: i16,
+        /// What the encoder reported.
+        detail: String,
+    },
+    /// The broker's response could not be decoded or did not fit the framing
+    /// (truncated, oversized, wrong correlation id, garbage).
+    Decode {
+        /// Broker address.
+        broker: String,
+        /// API of the response.
+        api: ApiKey,
+        /// Version it was decoded at.
+        version: i16,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The broker and we share no version of an API.
+    UnsupportedVersion {
+        /// Broker address.
+        broker: String,
+        /// The API.
+        api: ApiKey,
+        /// Versions we implement.
+        ours: VersionRange,
+        /// Versions the broker advertised, `None` if it does not know the API.
+        theirs: Option<VersionRange>,
+    },
+    /// The ApiVersions handshake returned an error code.
+    Handshake {
+        /// Broker address.
+        broker: String,
+        /// Kafka error code.
+        code: i16,
+    },
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Connect { broker, source } => write!(
+                f,
+                "cannot connect to Kafka broker {broker}: {source} (is the broker running and the address right?)"
+            ),
+            Self::ConnectTimeout { broker, after } => write!(
+                f,
+                "connecting to Kafka broker {broker} timed out after {after:?} (check the address, firewall and advertised.listeners)"
+            ),
+            Self::Io {
+                broker,
+                api,
+                source,
+            } => write!(
+                f,
+                "connection to Kafka broker {broker} failed during {api:?}: {source} (the broker may have restarted; retry)"
+            ),
+            Self::Timeout { broker, api, after } => write!(
+                f,
+                "Kafka broker {broker} did not answer {api:?} within {after:?} (broker overloaded or unreachable; retry)"
+            ),
+            Self::Broken { broker } => write!(
+                f,
+                "connection to Kafka broker {broker} is unusable after an earlier failure; reconnect"
+            ),
+            Self::Encode {
+                broker,
+                api,
+                version,
+                detail,
+            } => write!(
+                f,
+                "cannot encode {api:?} v{version} for Kafka broker {broker}: {detail} (a bug in mykafkams; please report it)"
+            ),
+            Self::Decode {
+                broker,
+                api,
+                version,
+                detail,
+            } => write!(
+                f,
+                "invalid {api:?} v{version} response from Kafka broker {broker}: {detail} (is this a Kafka broker?)"
+            ),
+            Self::UnsupportedVersion {
+                broker,
+                api,
+                ours,
+                theirs: Some(theirs),
+            } => write!(
+                f,
+                "Kafka broker {broker} supports {api:?} versions {theirs}, mykafkams needs {ours} (upgrade the broker)"
+            ),
+            Self::UnsupportedVersion {
+                broker,
+                api,
+                ours,
+                theirs: None,
+            } => write!(
+                f,
+                "Kafka broker {broker} does not support {api:?}, mykafkams needs versions {ours} (upgrade the broker)"
+            ),
+            Self::Handshake { broker, code } => write!(
+                f,
+                "Kafka broker {broker} rejected the ApiVersions handshake with error code {code} (is this a Kafka broker?)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Connect { source, .. } | Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl ProtocolError {
+    /// True when the failure is about the transport (connect, I/O, timeout,
+    /// broken stream), so reconnecting and retrying may succeed; false for
+    /// protocol mismatches that a retry cannot fix.
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. }
+                | Self::ConnectTimeout { .. }
+                | Self::Io { .. }
+                | Self::Timeout { .. }
+                | Self::Broken { .. }
+        )
+    }
+}
+
+/// The socket and the correlation-id counter, guarded together so one
+/// request's write and read are never interleaved with another's.
+struct Wire {
+    /// `None` once a failure left the stream mid-frame: a late response could
+    /// otherwise be taken as the answer to the next request.
+    stream: Option<TcpStream>,
+    next_correlation_id: i32,
+}
+
+/// One connection to one Kafka broker, with negotiated API versions.
+///
+/// Requests are sent one at a time; concurrent callers queue on an internal
+/// mutex. After a transport failure or a framing error the connection reports
+/// [`ProtocolError::Broken`] for every later request: drop it and connect
+/// again.
+pub struct Connection {
+    broker: String,
+    config: ConnectionConfig,
+    /// Versions the broker advertised, by API key.
+    broker_versions: HashMap<i16, VersionRange>,
+    wire: Mutex<Wire>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("broker", &self.broker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Connects to `broker` ("host:port") and runs the ApiVersions handshake.
+    ///
+    /// Guarantees on success: the TCP connection is up and
+    /// [`Connection::negotiate`] knows the broker's supported versions. Fails
+    /// within `config.connect_timeout + config.request_timeout` (per
+    /// handshake attempt) otherwise.
+    pub async fn connect(broker: &str, config: ConnectionConfig) -> Result<Self, ProtocolError> {
+        let stream =
+            match tokio::time::timeout(config.connect_timeout, TcpStream::connect(broker)).await {
+                Err(_) => {
+                    return Err(ProtocolError::ConnectTimeout {
+                        broker: broker.to_string(),
+                        after: config.connect_timeout,
+                    });
+                }
+                Ok(Err(source)) => {
+                    return Err(ProtocolError::Connect {
+                        broker: broker.to_string(),
+                        source,
+                    });
+                }
+                Ok(Ok(stream)) => stream,
+            };
+        // Group requests are tiny; don't let Nagle delay them.
+        let _ = stream.set_nodelay(true);
+        let mut conn = Self {
+            broker: broker.to_string(),
+            config,
+            broker_versions: HashMap::new(),
+            wire: Mutex::new(Wire {
+                stream: Some(stream),
+                next_correlation_id: 0,
+            }),
+        };
+        conn.broker_versions = conn.handshake().await?;
+        Ok(conn)
+    }
+
+    /// The address this connection was opened to.
+    pub fn broker(&self) -> &str {
+        &self.broker
+    }
+
+    /// The versions of `api` the broker advertised, `None` if it does not
+    /// support the API at all.
+    pub fn broker_versions(&self, api: ApiKey) -> Option<VersionRange> {
+        self.broker_versions.get(&(api as i16)).copied()
+    }
+
+    /// Picks the version to use for `api`: the highest one both the broker
+    /// and `ours` (the versions the caller can build and read) support.
+    pub fn negotiate(&self, api: ApiKey, ours: VersionRange) -> Result<i16, ProtocolError> {
+        let theirs = self.broker_versions(api);
+        match theirs.map(|t| t.intersect(&ours)) {
+            Some(common) if !common.is_empty() => Ok(common.max),
+            _ => Err(ProtocolError::UnsupportedVersion {
+                broker: self.broker.clone(),
+                api,
+                ours,
+                theirs,
+            }),
+        }
+    }
+
+    /// Sends `request` at `version` and returns the decoded response.
+    ///
+    /// The caller chooses `version` (normally via [`Connection::negotiate`])
+    /// because request shapes differ between versions. Header versions
+    /// (flexible or not) follow from `version`. The whole exchange is bounded
+    /// by the request timeout; a malformed response is an error, never a
+    /// panic.
+    pub async fn send<R: ApiRequest>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, ProtocolError> {
+        let api = R::KEY;
+        let mut body = self
+            .exchange(
+                api,
+                version,
+                R::header_version(version),
+                R::Response::header_version(version),
+                |buf| request.encode(buf, version).map_err(|e| e.to_string()),
+            )
+            .await?;
+        self.decode_body::<R::Response>(api, version, &mut body)
+    }
+
+    /// Decodes a response body, turning decoder errors and (defensively) any
+    /// panic inside the generated decoder into [`ProtocolError::Decode`].
+    fn decode_body<T: Decodable>(
+        &self,
+        api: ApiKey,
+        version: i16,
+        body: &mut Bytes,
+    ) -> Result<T, ProtocolError> {
+        let decode_error = |detail: String| ProtocolError::Decode {
+            broker: self.broker.clone(),
+            api,
+            version,
+            detail,
+        };
+        match catch_unwind(AssertUnwindSafe(|| T::decode(body, version))) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(decode_error(e.to_string().trim().to_string())),
+            Err(_) => Err(decode_error("decoder panicked on malformed input".into())),
+        }
+    }
+
+    /// ApiVersions handshake: ask at our highest version; a broker that does
+    /// not know it answers UNSUPPORTED_VERSION in a v0 body naming its own
+    /// range, and we ask once more at the best common version.
+    async fn handshake(&self) -> Result<HashMap<i16, VersionRange>, ProtocolError> {
+        let mut version = API_VERSIONS_RANGE.max;
+        for _attempt in 0..2 {
+            let request = ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str(CLIENT_ID))
+                .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+            let raw = self
+                .exchange(
+                    ApiKey::ApiVersions,
+                    version,
+                    ApiVersionsRequest::header_version(version),
+                    ApiVersionsResponse::header_version(version),
+                    |buf| request.encode(buf, version).map_err(|e| e.to_string()),
+                )
+                .await?;
+            let response = match self.decode_body::<ApiVersionsResponse>(
+                ApiKey::ApiVersions,
+                version,
+                &mut raw.clone(),
+            ) {
+                Ok(r) if r.error_code != UNSUPPORTED_VERSION => r,
+                // Either an explicit UNSUPPORTED_VERSION or an undecodable
+                // body: both mean "the broker answered in v0".
+                first => match self.decode_body::<ApiVersionsResponse>(
+                    ApiKey::ApiVersions,
+                    0,
+                    &mut raw.clone(),
+                ) {
+                    Ok(r) if r.error_code == UNSUPPORTED_VERSION && version > 0 => {
+                        let theirs = r
+                            .api_keys
+                            .iter()
+                            .find(|k| k.api_key == ApiKey::ApiVersions as i16)
+                            .map(|k| VersionRange {
+                                min: k.min_version,
+                                max: k.max_version,
+                            });
+                        let common = theirs.map(|t| t.intersect(&API_VERSIONS_RANGE));
+                        match common {
+                            Some(c) if !c.is_empty() && c.max < version => {
+                                version = c.max;
+                                continue;
+                            }
+                            _ => {
+                                return Err(ProtocolError::UnsupportedVersion {
+                                    broker: self.broker.clone(),
+                                    api: ApiKey::ApiVersions,
+                                    ours: API_VERSIONS_RANGE,
+                                    theirs,
+                                });
+                            }
+                        }
+                    }
+                    _ => first?,
+                },
+            };
+            if response.error_code != 0 {
+                return Err(ProtocolError::Handshake {
+                    broker: self.broker.clone(),
+                    code: response.error_code,
+                });
+            }
+            return Ok(response
+                .api_keys
+                .iter()
+                .map(|k| {
+                    (
+                        k.api_key,
+                        VersionRange {
+                            min: k.min_version,
+                            max: k.max_version,
+                        },
+                    )
+                })
+                .collect());
+        }
+        Err(ProtocolError::Handshake {
+            broker: self.broker.clone(),
+            code: UNSUPPORTED_VERSION,
+        })
+    }
+
+    /// Frames and sends one request, then reads its response frame and strips
+    /// the response header. Returns the response body, undecoded.
+    async fn exchange(
+        &self,
+        api: ApiKey,
+        version: i16,
+        request_header_version: i16,
+        response_header_version: i16,
+        encode_body: impl FnOnce(&mut BytesMut) -> Result<(), String>,
+    ) -> Result<Bytes, ProtocolError> {
+        let mut wire = self.wire.lock().await;
+        let correlation_id = wire.next_correlation_id;
+        wire.next_correlation_id = wire.next_correlation_id.wrapping_add(1);
+
+        let frame = encode_frame(
+            api,
+            version,
+            request_header_version,
+            correlation_id,
+            encode_body,
+        )
+        .map_err(|detail| ProtocolError::Encode {
+            broker: self.broker.clone(),
+            api,
+            version,
+            detail,
+        })?;
+
+        let Some(stream) = wire.stream.as_mut() else {
+            return Err(ProtocolError::Broken {
+                broker: self.broker.clone(),
+            });
+        };
+        let max = self.config.max_response_bytes;
+        let result =
+            tokio::time::timeout(self.config.request_timeout, round_trip(stream, &frame, max))
+                .await;
+        let response = match result {
+            Err(_) => {
+                wire.stream = None;
+                return Err(ProtocolError::Timeout {
+                    broker: self.broker.clone(),
+                    api,
+                    after: self.config.request_timeout,
+                });
+            }
+            Ok(Err(RoundTripError::Io(source))) => {
+                wire.stream = None;
+                return Err(ProtocolError::Io {
+                    broker: self.broker.clone(),
+                    api,
+                    source,
+                });
+            }
+            Ok(Err(RoundTripError::Frame(detail))) => {
+                wire.stream = None;
+                return Err(ProtocolError::Decode {
+                    broker: self.broker.clone(),
+                    api,
+                    version,
+                    detail,
+                });
+            }
+            Ok(Ok(response)) => response,
+        };
+
+        split_response_header(response, response_header_version, correlation_id).map_err(|detail| {
+            // A mismatched correlation id means responses and requests
+            // are out of step; nothing later on this stream can be trusted.
+            wire.stream = None;
+            ProtocolError::Decode {
+                broker: self.broker.clone(),
+                api,
+                version,
+                detail,
+            }
+        })
+    }
+}
+
+/// Builds one request frame: 4-byte big-endian length, request header (at
+/// `header_version`: v1 plain, v2 flexible), then the body.
+fn encode_frame(
+    api: ApiKey,
+    version: i16,
+    header_version: i16,
+    correlation_id: i32,
+    encode_body: impl FnOnce(&mut BytesMut) -> Result<(), String>,
+) -> Result<Bytes, String> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0); // length placeholder, patched below
+    header
+        .encode(&mut buf, header_version)
+        .map_err(|e| format!("request header: {e}"))?;
+    encode_body(&mut buf)?;
+    let len = i32::try_from(buf.len() - 4).map_err(|_| "request larger than 2 GiB".to_string())?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Why one write-then-read on the socket failed.
+enum RoundTripError {
+    Io(io::Error),
+    /// The length prefix was impossible (negative or over the limit).
+    Frame(String),
+}
+
+/// Writes `frame` and reads one length-prefixed response frame (without its
+/// length prefix).
+async fn round_trip(
+    stream: &mut TcpStream,
+    frame: &[u8],
+    max_response_bytes: usize,
+) -> Result<Bytes, RoundTripError> {
+    stream.write_all(frame).await.map_err(RoundTripError::Io)?;
+    stream.flush().await.map_err(RoundTripError::Io)?;
+    let len = stream.read_i32().await.map_err(RoundTripError::Io)?;
+    let len = usize::try_from(len)
+        .map_err(|_| RoundTripError::Frame(format!("negative response length {len}")))?;
+    if len > max_response_bytes {
+        return Err(RoundTripError::Frame(format!(
+            "response of {len} bytes exceeds the {max_response_bytes}-byte limit"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(RoundTripError::Io)?;
+    Ok(Bytes::from(body))
+}
+
+/// Decodes the response header, checks it answers `correlation_id`, and
+/// returns the remaining body.
+fn split_response_header(
+    mut response: Bytes,
+    header_version: i16,
+    correlation_id: i32,
+) -> Result<Bytes, String> {
+    let header = ResponseHeader::decode(&mut response, header_version)
+        .map_err(|e| format!("response header: {}", e.to_string().trim()))?;
+    if header.correlation_id != correlation_id {
+        return Err(format!(
+            "response correlation id {} does not match request {correlation_id}",
+            header.correlation_id
+        ));
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Framing and handshake against an in-process fake broker. The fake
+    //! writes hand-built response bytes because `kafka-protocol` only
+    //! encodes responses with its `broker` feature, which we do not enable.
+
+    use super::*;
+    use bytes::Buf;
+    use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+    use tokio::net::TcpListener;
+
+    fn config() -> ConnectionConfig {
+        ConnectionConfig {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_millis(500),
+            max_response_bytes: 1024 * 1024,
+        }
+    }
+
+    /// A request as the fake broker sees it.
+    struct Seen {
+        api_key: i16,
+        api_version: i16,
+        correlation_id: i32,
+        client_id: String,
+    }
+
+    async fn read_request(s: &mut TcpStream) -> Option<Seen> {
+        let len = s.read_i32().await.ok()?;
+        let mut buf = vec![0u8; len as usize];
+        s.read_exact(&mut buf).await.ok()?;
+        let mut b = &buf[..];
+        let api_key = b.get_i16();
+        let api_version = b.get_i16();
+        let correlation_id = b.get_i32();
+        let n = b.get_i16() as usize;
+        let client_id = String::from_utf8(b[..n].to_vec()).unwrap();
+        Some(Seen {
+            api_key,
+            api_version,
+            correlation_id,
+            client_id,
+        })
+    }
+
+    async fn write_frame(s: &mut TcpStream, payload: &[u8]) {
+        s.write_i32(payload.len() as i32).await.unwrap();
+        s.write_all(payload).await.unwrap();
+    }
+
+    /// ApiVersions v3+ body (flexible): error, compact array of keys, throttle.
+    fn api_versions_v3(keys: &[(i16, i16, i16)]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_i16(0);
+        b.put_u8(keys.len() as u8 + 1);
+        for &(k, min, max) in keys {
+            b.put_i16(k);
+            b.put_i16(min);
+            b.put_i16(max);
+            b.put_u8(0); // tagged fields
+        }
+        b.put_i32(0); // throttle
+        b.put_u8(0); // tagged fields
+        b.to_vec()
+    }
+
+    /// ApiVersions v0 body: error code and plain array of keys.
+    fn api_versions_v0(error: i16, keys: &[(i16, i16, i16)]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_i16(error);
+        b.put_i32(keys.len() as i32);
+        for &(k, min, max) in keys {
+            b.put_i16(k);
+            b.put_i16(min);
+            b.put_i16(max);
+        }
+        b.to_vec()
+    }
+
+    fn with_header_v0(correlation_id: i32, body: &[u8]) -> Vec<u8> {
+        let mut v = correlation_id.to_be_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// Starts a fake broker running `script` on the first accepted socket.
+    async fn fake_broker<F, Fut>(script: F) -> String
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            script(s).await;
+        });
+        addr
+    }
+
+    const KEYS: &[(i16, i16, i16)] = &[(18, 0, 4), (10, 0, 6), (8, 2, 9), (9, 1, 9)];
+
+    #[test]
+    fn frame_has_length_prefix_and_v1_header() {
+        let frame = encode_frame(ApiKey::FindCoordinator, 2, 1, 7, |b| {
+            b.put_slice(b"xy");
+            Ok(())
+        })
+        .unwrap();
+        let mut f = &frame[..];
+        assert_eq!(f.get_i32() as usize, frame.len() - 4);
+        assert_eq!(f.get_i16(), ApiKey::FindCoordinator as i16);
+        assert_eq!(f.get_i16(), 2);
+        assert_eq!(f.get_i32(), 7);
+        assert_eq!(f.get_i16(), CLIENT_ID.len() as i16);
+        assert_eq!(&f[..CLIENT_ID.len()], CLIENT_ID.as_bytes());
+        assert_eq!(&f[CLIENT_ID.len()..], b"xy");
+    }
+
+    #[test]
+    fn flexible_header_ends_with_empty_tag_buffer() {
+        let frame = encode_frame(ApiKey::OffsetCommit, 9, 2, 1, |_| Ok(())).unwrap();
+        // length + key + version + correlation + client id + tag count 0
+        assert_eq!(frame.len(), 4 + 2 + 2 + 4 + 2 + CLIENT_ID.len() + 1);
+        assert_eq!(*frame.last().unwrap(), 0);
+    }
+
+    #[test]
+    fn response_header_correlation_is_checked() {
+        let ok = split_response_header(Bytes::from(with_header_v0(5, b"rest")), 0, 5).unwrap();
+        assert_eq!(&ok[..], b"rest");
+        let err = split_response_header(Bytes::from(with_header_v0(6, b"")), 0, 5).unwrap_err();
+        assert!(err.contains("correlation id 6"), "{err}");
+        // Flexible header: correlation id then a tag-buffer count.
+        let mut flex = with_header_v0(5, &[0]);
+        flex.extend_from_slice(b"body");
+        let ok = split_response_header(Bytes::from(flex), 1, 5).unwrap();
+        assert_eq!(&ok[..], b"body");
+        assert!(split_response_header(Bytes::from_static(&[0, 1]), 0, 5).is_err());
+    }
+
+    #[tokio::test]
+    async fn handshake_negotiates_highest_common_version() {
+        let addr = fake_broker(|mut s| async move {
+            let req = read_request(&mut s).await.unwrap();
+            assert_eq!(req.api_key, ApiKey::ApiVersions as i16);
+            assert_eq!(req.api_version, 4);
+            assert_eq!(req.client_id, CLIENT_ID);
+            write_frame(
+                &mut s,
+                &with_header_v0(req.correlation_id, &api_versions_v3(KEYS)),
+            )
+            .await;
+            // Keep the socket open until the client is done.
+            let _ = read_request(&mut s).await;
+        })
+        .await;
+        let conn = Connection::connect(&addr, config()).await.unwrap();
+        let ours = VersionRange { min: 0, max: 12 };
+        assert_eq!(conn.negotiate(ApiKey::OffsetCommit, ours).unwrap(), 9);
+        let narrow = VersionRange { min: 3, max: 5 };
+        assert_eq!(conn.negotiate(ApiKey::OffsetFetch, narrow).unwrap(), 5);
+        let too_new = VersionRange { min: 10, max: 12 };
+        let err = conn.negotiate(ApiKey::OffsetFetch, too_new).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("supports OffsetFetch versions 1..9"),
+            "{err}"
+        );
+        let err = conn.negotiate(ApiKey::JoinGroup, ours).unwrap_err();
+        assert!(
+            err.to_string().contains("does not support JoinGroup"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn handshake_falls_back_when_broker_answers_v0() {
+        let addr = fake_broker(|mut s| async move {
+            let req = read_request(&mut s).await.unwrap();
+            assert_eq!(req.api_version, 4);
+            let body = api_versions_v0(UNSUPPORTED_VERSION, &[(18, 0, 2)]);
+            write_frame(&mut s, &with_header_v0(req.correlation_id, &body)).await;
+            let req = read_request(&mut s).await.unwrap();
+            assert_eq!(req.api_version, 2);
+            // v1-2 = the v0 layout plus throttle_time_ms.
+            let mut body = api_versions_v0(0, &[(18, 0, 2), (10, 0, 2)]);
+            body.extend_from_slice(&0i32.to_be_bytes());
+            write_frame(&mut s, &with_header_v0(req.correlation_id, &body)).await;
+            let _ = read_request(&mut s).await;
+        })
+        .await;
+        let conn = Connection::connect(&addr, config()).await.unwrap();
+        assert_eq!(
+            conn.broker_versions(ApiKey::FindCoordinator),
+            Some(VersionRange { min: 0, max: 2 })
+        );
+    }
+
+    #[tokio::test]
+    async fn request_round_trip_uses_flexible_headers() {
+        let addr = fake_broker(|mut s| async move {
+            let req = read_request(&mut s).await.unwrap();
+            write_frame(
+                &mut s,
+                &with_header_v0(req.correlation_id, &api_versions_v3(KEYS)),
+            )
+            .await;
+            // FindCoordinator v3: flexible request header (v2), response header v1.
+            let req = read_request(&mut s).await.unwrap();
+            assert_eq!(req.api_key, ApiKey::FindCoordinator as i16);
+            assert_eq!(req.api_version, 3);
+            let mut b = BytesMut::new();
+            b.put_i32(req.correlation_id);
+            b.put_u8(0); // response header tag buffer
+            b.put_i32(0); // throttle
+            b.put_i16(0); // error
+            b.put_u8(0); // error message: null compact string
+            b.put_i32(1); // node id
+            b.put_u8(10); // host: compact string of 9 bytes
+            b.put_slice(b"localhost");
+            b.put_i32(9092);
+            b.put_u8(0); // tag buffer
+            write_frame(&mut s, &b).await;
+            let _ = read_request(&mut s).await;
+        })
+        .await;
+        let conn = Connection::connect(&addr, config()).await.unwrap();
+        let req = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"));
+        let resp: FindCoordinatorResponse = conn.send(&req, 3).await.unwrap();
+        assert_eq!(resp.host.as_str(), "localhost");
+        assert_eq!(resp.port, 9092);
+        assert_eq!(*resp.node_id, 1);
+    }
+
+    #[tokio::test]
+    async fn garbage_response_is_an_error_and_breaks_the_connection() {
+        let addr = fake_broker(|mut s| async move {
+            let req = read_request(&mut s).await.unwrap();
+            write_frame(
+                &mut s,
+                &with_header_v0(req.correlation_id, &api_versions_v3(KEYS)),
+            )
+            .await;
+            let req = read_request(&mut s).await.unwrap();
+            // Right correlation id, then a truncated body.
+            write_frame(&mut s, &with_header_v0(req.correlation_id, &[0, 0, 0])).await;
+            let req = read_request(&mut s).await;
+            assert!(req.is_none(), "client must not reuse a broken stream");
+        })
+        .await;
+        let conn = Connection::connect(&addr, config()).await.unwrap();
+        let req = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"));
+        let err = conn.send(&req, 2).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::Decode { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn oversized_or_wrong_correlation_breaks_the_connection() {
+        let addr = fake_broker(|mut s| async move {
+            let req = read_request(&mut s).await.unwrap();
+            write_frame(
+                &mut s,
+                &with_header_v0(req.correlation_id, &api_versions_v3(KEYS)),
+            )
+            .await;
+            let req = read_request(&mut s).await.unwrap();
+            write_frame(&mut s, &with_header_v0(req.correlation_id + 1, &[])).await;
+            let _ = read_request(&mut s).await;
+        })
+        .await;
+        let conn = Connection::connect(&addr, config()).await.unwrap();
+        let req = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"));
+        let err = conn.send(&req, 2).await.unwrap_err();
+        assert!(err.to_string().contains("correlation id"), "{err}");
+        let err = conn.send(&req, 2).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::Broken { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn silent_broker_times_out() {
+        let addr = fake_broker(|mut s| async move {
+            let _ = read_request(&mut s).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        })
+        .await;
+        let err = Connection::connect(&addr, config()).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::Timeout { .. }), "{err}");
+        assert!(err.is_transport());
+        assert!(
+            err.to_string().contains("did not answer ApiVersions"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_connection_names_the_broker() {
+        // Bind then drop to get a port nobody listens on.
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let err = Connection::connect(&addr, config()).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::Connect { .. }), "{err}");
+        assert!(err.to_string().contains(&addr), "{err}");
+    }
+}
