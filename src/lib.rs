@@ -5,3 +5,6 @@ pub mod message;
 pub use message::Message;
 
 pub mod protocol;
+pub mod group;
+
+pub use group::{GroupClient, GroupConfig, GroupError};
