@@ -4,7 +4,17 @@ pub mod message;
 
 pub use message::Message;
 
-pub mod protocol;
+pub mod partitioner;
+
+pub mod cli;
+pub mod cluster;
+pub mod error;
+pub mod fetcher;
+pub mod producer;
+
+pub use error::{Error, Result};
+
 pub mod group;
+pub mod protocol;
 
 pub use group::{GroupClient, GroupConfig, GroupError};

@@ -1,0 +1,238 @@
+//! Connecting to a Kafka cluster and answering the questions every command asks
+//! first: is the broker there, does the topic exist, does the partition exist.
+//!
+//! rskafka retries connection errors forever by default; a command-line tool
+//! must instead give up with a clear message, so every call here has a deadline.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rskafka::BackoffConfig;
+use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::{Client, ClientBuilder};
+
+use crate::error::{Error, Result};
+
+/// Where the cluster is and how patient to be with it.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Bootstrap brokers as `host:port`.
+    pub brokers: Vec<String>,
+    /// Give up connecting after this long (the first metadata request included).
+    pub connect_timeout: Duration,
+    /// Retries of a failing request (leader moves, lost connection) stop after this long.
+    pub request_deadline: Duration,
+    /// Client id sent to the broker (shows in broker logs and quotas).
+    pub client_id: String,
+}
+
+impl ClusterConfig {
+    /// A configuration for `brokers` with the default timeouts (10 s connect, 30 s retry deadline).
+    pub fn new(brokers: Vec<String>) -> Self {
+        Self {
+            brokers,
+            connect_timeout: Duration::from_secs(10),
+            request_deadline: Duration::from_secs(30),
+            client_id: "mykafkams".to_string(),
+        }
+    }
+
+    /// The bootstrap list as one string, for messages.
+    pub fn brokers_display(&self) -> String {
+        self.brokers.join(",")
+    }
+}
+
+/// Splits a `host:port[,host:port...]` list, rejecting empty entries and entries without a port.
+pub fn parse_brokers(list: &str) -> Result<Vec<String>> {
+    let brokers: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if brokers.is_empty() {
+        return Err(Error::Usage(
+            "no broker given: pass host:port, e.g. 127.0.0.1:9092".into(),
+        ));
+    }
+    for b in &brokers {
+        let port_ok = b
+            .rsplit_once(':')
+            .map(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+            .unwrap_or(false);
+        if !port_ok {
+            return Err(Error::Usage(format!(
+                "broker '{b}' is not host:port (e.g. 127.0.0.1:9092)"
+            )));
+        }
+    }
+    Ok(brokers)
+}
+
+/// Connects to the cluster, failing with [`Error::Unreachable`] within
+/// `connect_timeout` when no bootstrap broker answers a metadata request.
+pub async fn connect(cfg: &ClusterConfig) -> Result<Client> {
+    let backoff = BackoffConfig {
+        init_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(2),
+        base: 2.0,
+        deadline: Some(cfg.request_deadline),
+    };
+    let build = ClientBuilder::new(cfg.brokers.clone())
+        .client_id(cfg.client_id.clone())
+        .backoff_config(backoff)
+        .build();
+    match tokio::time::timeout(cfg.connect_timeout, build).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(Error::Unreachable {
+            brokers: cfg.brokers_display(),
+            detail: short(&e),
+        }),
+        Err(_) => Err(Error::Unreachable {
+            brokers: cfg.brokers_display(),
+            detail: why_unreachable(&cfg.brokers, cfg.connect_timeout).await,
+        }),
+    }
+}
+
+/// rskafka keeps only a retry log, so after a timeout ask the first broker
+/// directly, to tell "connection refused" from "no route" or "not Kafka".
+async fn why_unreachable(brokers: &[String], waited: Duration) -> String {
+    let probe = tokio::net::TcpStream::connect(brokers[0].as_str());
+    match tokio::time::timeout(Duration::from_secs(2), probe).await {
+        Ok(Err(e)) => format!("{e}, retried for {}s", waited.as_secs()),
+        Ok(Ok(_)) => format!(
+            "TCP connects but no Kafka metadata answer within {}s",
+            waited.as_secs()
+        ),
+        Err(_) => format!("no answer within {}s", waited.as_secs()),
+    }
+}
+
+/// The partitions of `topic`, or [`Error::UnknownTopic`].
+pub async fn topic_partitions(client: &Client, topic: &str) -> Result<BTreeSet<i32>> {
+    let topics = client
+        .list_topics()
+        .await
+        .map_err(|e| Error::kafka("reading cluster metadata", short(&e)))?;
+    topics
+        .into_iter()
+        .find(|t| t.name == topic)
+        .map(|t| t.partitions)
+        .ok_or_else(|| Error::UnknownTopic {
+            topic: topic.to_string(),
+        })
+}
+
+/// Checks that every partition in `wanted` exists in `topic`.
+pub async fn check_partitions(
+    client: &Client,
+    topic: &str,
+    wanted: &[i32],
+) -> Result<BTreeSet<i32>> {
+    let partitions = topic_partitions(client, topic).await?;
+    for &p in wanted {
+        if !partitions.contains(&p) {
+            return Err(Error::UnknownPartition {
+                topic: topic.to_string(),
+                partition: p,
+                count: partitions.len(),
+            });
+        }
+    }
+    Ok(partitions)
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists; returns whether
+/// it was created. Waits until the new topic shows in metadata with all its
+/// partitions, so the caller can use it at once.
+pub async fn create_topic_if_missing(
+    client: &Client,
+    topic: &str,
+    partitions: i32,
+    replication: i16,
+) -> Result<bool> {
+    if partitions < 1 {
+        return Err(Error::Usage(format!(
+            "--partitions must be at least 1 (got {partitions})"
+        )));
+    }
+    if topic_partitions(client, topic).await.is_ok() {
+        return Ok(false);
+    }
+    let controller = client
+        .controller_client()
+        .map_err(|e| Error::kafka("finding the controller", short(&e)))?;
+    match controller
+        .create_topic(topic, partitions, replication, 10_000)
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if is_protocol(&e, ProtocolError::TopicAlreadyExists) => return Ok(false),
+        Err(e) => {
+            return Err(Error::kafka(
+                format!(
+                    "creating topic '{topic}' ({partitions} partitions, replication {replication})"
+                ),
+                short(&e),
+            ));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(p) = topic_partitions(client, topic).await
+            && p.len() as i32 >= partitions
+        {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::kafka(
+                format!("waiting for new topic '{topic}' to appear in metadata"),
+                "not visible after 15 s",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether an rskafka error is (or wraps, after retries) the given protocol error.
+pub fn is_protocol(err: &KafkaError, wanted: ProtocolError) -> bool {
+    match err {
+        KafkaError::ServerError { protocol_error, .. } => *protocol_error == wanted,
+        // Retries that ran out keep the last error only as text.
+        other => other.to_string().contains(&format!("{wanted:?}")),
+    }
+}
+
+/// An rskafka error as one short line (its Debug-heavy Display can be long).
+pub fn short(err: &KafkaError) -> String {
+    match err {
+        KafkaError::ServerError {
+            protocol_error,
+            error_message,
+            ..
+        } => match error_message {
+            Some(m) => format!("broker answered {protocol_error:?}: {m}"),
+            None => format!("broker answered {protocol_error:?}"),
+        },
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_lists_are_split_and_checked() {
+        assert_eq!(
+            parse_brokers("a:1, b:2,,").unwrap(),
+            vec!["a:1".to_string(), "b:2".to_string()]
+        );
+        assert!(parse_brokers("").is_err());
+        assert!(parse_brokers("localhost").is_err());
+        assert!(parse_brokers("host:notaport").is_err());
+        assert!(parse_brokers(":9092").is_err());
+    }
+}
