@@ -141,7 +141,13 @@ const K1_PARTITION_OF_3: i32 = 2;
 #[test]
 fn partition_is_in_range_for_edge_inputs() {
     for n in 1..=64 {
-        for key in [&b""[..], b"\xff", b"\xff\xff", b"\xff\xff\xff", b"\xff\xff\xff\xff"] {
+        for key in [
+            &b""[..],
+            b"\xff",
+            b"\xff\xff",
+            b"\xff\xff\xff",
+            b"\xff\xff\xff\xff",
+        ] {
             let p = partition_for_key(key, n);
             assert!((0..n).contains(&p));
         }
