@@ -4,7 +4,9 @@ pub mod message;
 
 pub use message::Message;
 
+pub mod offsets;
 pub mod partitioner;
+pub mod pool;
 
 pub mod cli;
 pub mod cluster;

@@ -1,0 +1,968 @@
+//! The ordered worker pool: parallel across keys, in order within a key.
+//!
+//! Successor of the original C++ `cos_offline_thread_pool`. The pool owns N
+//! OS threads ("lanes"), each draining its own bounded crossbeam channel one
+//! message at a time, in arrival order. [`Ordering`] decides which lane a
+//! message goes to, so everything that must stay ordered shares a lane
+//! (DESIGN rule 1) while lane choice stays independent of Kafka's
+//! partitioner (rule 2, see [`routing`]).
+//!
+//! Submission records the message in the shared [`OffsetTracker`]; a lane
+//! marks it finished only after the handler succeeded or the failure policy
+//! dealt with it (rule 3). Memory is bounded twice: per lane
+//! ([`PoolConfig::lane_capacity`]) and globally
+//! ([`PoolConfig::max_in_flight`]); a full pool makes [`Pool::submit`] block
+//! and [`Pool::submit_async`] wait without blocking a tokio thread (rule 4).
+//! Handler errors and panics are retried with exponential backoff on the same
+//! lane, then [`FailurePolicy`] applies (rule 5).
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use bytes::Bytes;
+//! use mykafkams::Message;
+//! use mykafkams::offsets::OffsetTracker;
+//! use mykafkams::pool::{HandlerError, Pool, PoolConfig};
+//!
+//! let tracker = Arc::new(OffsetTracker::new());
+//! let config = PoolConfig { lanes: 4, ..PoolConfig::default() };
+//! let pool = Arc::new(
+//!     Pool::new(config, Arc::clone(&tracker), |msg: &Message| -> Result<(), HandlerError> {
+//!         // Runs on a lane thread; messages of one key arrive here in order.
+//!         let _ = msg.value.as_deref();
+//!         Ok(())
+//!     })
+//!     .expect("valid config"),
+//! );
+//!
+//! let topic: Arc<str> = Arc::from("events");
+//! tracker.set_next_fetch(&topic, 0, 0); // the fetch position on assignment
+//! for offset in 0..100 {
+//!     let msg = Message {
+//!         topic: Arc::clone(&topic),
+//!         partition: 0,
+//!         offset,
+//!         key: Some(Bytes::from(format!("account-{}", offset % 7))),
+//!         value: Some(Bytes::from_static(b"payload")),
+//!         timestamp_ms: 0,
+//!         headers: Vec::new(),
+//!     };
+//!     pool.submit(msg).expect("pool is running");
+//! }
+//!
+//! let report = pool.drain(Duration::from_secs(5));
+//! assert_eq!(report.unfinished, 0);
+//! // Everything finished: the committable offset is the next one to fetch.
+//! assert_eq!(tracker.committable("events", 0), Some(100));
+//! ```
+
+mod capacity;
+mod handler;
+pub mod routing;
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering as AO};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError, TrySendError};
+use parking_lot::{Condvar, Mutex};
+
+use crate::Message;
+use crate::offsets::{Completion, OffsetError, OffsetTracker, TopicPartition, finish_batch};
+use capacity::{Capacity, Padded};
+use routing::Router;
+
+pub use handler::{Handler, HandlerError};
+pub use routing::Ordering;
+
+/// Callback of [`FailurePolicy::DeadLetter`]: gets the message and the last
+/// error; `Ok` means the message is safely parked (e.g. produced to a DLQ
+/// topic) and may be marked finished.
+pub type DeadLetterFn = Arc<dyn Fn(&Message, &HandlerError) -> Result<(), String> + Send + Sync>;
+
+/// What happens to a message whose handler still fails after all retries.
+#[derive(Clone)]
+pub enum FailurePolicy {
+    /// Stop the pool: the message stays unfinished (the committable offset of
+    /// its partition stays at it), [`Pool::submit`] returns
+    /// [`SubmitError::Stopped`], and lanes run no further messages. The
+    /// failure is available from [`Pool::failure`] and the shutdown report,
+    /// so the process can commit and exit non-zero.
+    Stop,
+    /// Log a warning, count it in [`PoolStats::skipped`], mark it finished.
+    Skip,
+    /// Call the callback on the lane thread, then mark the message finished.
+    /// If the callback fails (or panics) the pool stops as with
+    /// [`FailurePolicy::Stop`].
+    DeadLetter(DeadLetterFn),
+}
+
+impl fmt::Debug for FailurePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailurePolicy::Stop => f.write_str("Stop"),
+            FailurePolicy::Skip => f.write_str("Skip"),
+            FailurePolicy::DeadLetter(_) => f.write_str("DeadLetter(..)"),
+        }
+    }
+}
+
+/// Pool settings. `PoolConfig::default()` is a reasonable start; override
+/// fields with struct update syntax.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Number of lanes (OS threads). Default: available parallelism.
+    pub lanes: usize,
+    /// Messages each lane can queue before submission waits. Default 1024.
+    pub lane_capacity: usize,
+    /// Messages accepted and not yet completed, over all lanes; submission
+    /// waits above it. Default 10 000.
+    pub max_in_flight: usize,
+    /// What order is preserved. Default [`Ordering::Key`].
+    pub ordering: Ordering,
+    /// Extra attempts after a handler error or panic, before the failure
+    /// policy applies. Default 3.
+    pub retries: u32,
+    /// Backoff before the first retry; doubles per retry. Default 100 ms.
+    pub backoff_initial: Duration,
+    /// Upper bound of the backoff. Default 5 s.
+    pub backoff_max: Duration,
+    /// What to do after the last failed attempt. Default [`FailurePolicy::Stop`]
+    /// (never lose a message silently unless asked to).
+    pub failure_policy: FailurePolicy,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            lanes: std::thread::available_parallelism().map_or(4, |n| n.get()),
+            lane_capacity: 1024,
+            max_in_flight: 10_000,
+            ordering: Ordering::Key,
+            retries: 3,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            failure_policy: FailurePolicy::Stop,
+        }
+    }
+}
+
+/// Why a pool could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// A configuration value is out of range (the text names it).
+    InvalidConfig(String),
+    /// The OS refused to start a lane thread.
+    Spawn(std::io::Error),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::InvalidConfig(s) => write!(f, "invalid pool configuration: {s}"),
+            BuildError::Spawn(e) => write!(f, "cannot start a pool lane thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Why a message was not accepted.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The pool stopped after a failure under [`FailurePolicy::Stop`] (or a
+    /// failed dead-letter callback); see [`Pool::failure`].
+    Stopped,
+    /// [`Pool::drain`] or [`Pool::abort`] was called.
+    ShuttingDown,
+    /// The offset tracker refused the offset (not increasing, or a negative
+    /// partition). Nothing was queued.
+    Offset(OffsetError),
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Stopped => f.write_str("worker pool stopped after a failed message"),
+            SubmitError::ShuttingDown => f.write_str("worker pool is shutting down"),
+            SubmitError::Offset(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// The message that stopped the pool and the last error it got.
+#[derive(Clone, Debug)]
+pub struct FailedMessage {
+    /// The message; its offset is the committable offset of its partition.
+    pub message: Message,
+    /// The last handler error (or dead-letter callback error).
+    pub error: HandlerError,
+}
+
+/// Counters of a pool, readable at any time ([`Pool::stats`]). Sums of
+/// per-lane counters read without a global lock, so a snapshot taken while
+/// running may be a few messages apart between fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Messages accepted by `submit`/`submit_async`.
+    pub submitted: u64,
+    /// Messages marked finished in the offset tracker (succeeded, skipped or
+    /// dead-lettered).
+    pub finished: u64,
+    /// Messages whose last attempt failed (then the policy applied).
+    pub failed: u64,
+    /// Retry attempts (a message retried twice counts 2).
+    pub retried: u64,
+    /// Failed messages skipped by [`FailurePolicy::Skip`].
+    pub skipped: u64,
+    /// Failed messages handed to the dead-letter callback successfully.
+    pub dead_lettered: u64,
+    /// Messages dropped unprocessed because the pool stopped or aborted
+    /// (left unfinished in the tracker, so they are redelivered).
+    pub abandoned: u64,
+    /// `submitted - finished`: accepted and not marked finished.
+    pub in_flight: u64,
+    /// Messages queued in each lane right now.
+    pub lane_depth: Vec<usize>,
+    /// Messages each lane has taken off its queue and run or abandoned.
+    pub lane_processed: Vec<u64>,
+}
+
+/// One partition with work left unfinished at shutdown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnfinishedPartition {
+    /// The partition.
+    pub tp: TopicPartition,
+    /// Its lowest unfinished offset: what to commit, where to resume.
+    pub lowest_unfinished: i64,
+    /// How many of its messages are unfinished.
+    pub count: usize,
+}
+
+/// What [`Pool::drain`] / [`Pool::abort`] left undone.
+#[derive(Clone, Debug)]
+pub struct ShutdownReport {
+    /// Messages accepted and never marked finished.
+    pub unfinished: u64,
+    /// Per partition (of the pool's tracker) with unfinished messages, sorted.
+    pub partitions: Vec<UnfinishedPartition>,
+    /// The message that stopped the pool, if one did.
+    pub failure: Option<FailedMessage>,
+    /// True if the timeout expired before the lanes were done.
+    pub timed_out: bool,
+    /// Lane threads still inside a handler when the call returned (detached:
+    /// they exit after that handler returns and run nothing else).
+    pub lanes_still_running: usize,
+    /// Counters at the end.
+    pub stats: PoolStats,
+}
+
+const RUNNING: u8 = 0;
+const DRAINING: u8 = 1;
+const ABORTING: u8 = 2;
+
+/// A lane publishes completions (and returns capacity) in batches of at most
+/// this many, to take its partition lock and touch the shared capacity
+/// counter once per batch instead of once per message.
+const COMPLETION_BATCH: usize = 32;
+
+/// How often a submitter blocked on a full lane re-checks for abort/stop.
+const RECHECK: Duration = Duration::from_millis(10);
+
+enum LaneMsg {
+    Job(Job),
+    Shutdown,
+}
+
+struct Job {
+    msg: Message,
+    done: Completion,
+}
+
+/// Per-lane counters, written only by the lane thread.
+#[derive(Default)]
+struct LaneCounters {
+    processed: AtomicU64,
+    finished: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    skipped: AtomicU64,
+    dead_lettered: AtomicU64,
+    abandoned: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    // Single writer per counter: a plain load+store avoids a locked RMW.
+    c.store(c.load(AO::Relaxed) + 1, AO::Relaxed);
+}
+
+/// State shared by the pool handle and its lane threads.
+struct Shared {
+    handler: Box<dyn Handler>,
+    tracker: Arc<OffsetTracker>,
+    retries: u32,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    policy: FailurePolicy,
+    phase: AtomicU8,
+    failed: AtomicBool,
+    failure: Mutex<Option<FailedMessage>>,
+    capacity: Capacity,
+    /// Submit calls currently between their state check and their send.
+    active_submits: Padded<AtomicUsize>,
+    /// Submitter-side counters (accepted / abandoned before reaching a lane).
+    submitted: Padded<AtomicU64>,
+    submit_abandoned: AtomicU64,
+    lanes: Vec<Padded<LaneCounters>>,
+    /// Interrupts backoff sleeps on abort/stop.
+    wake_lock: Mutex<()>,
+    wake_cv: Condvar,
+}
+
+impl Shared {
+    #[inline]
+    fn refusal(&self) -> Option<SubmitError> {
+        if self.failed.load(AO::SeqCst) {
+            Some(SubmitError::Stopped)
+        } else if self.phase.load(AO::SeqCst) != RUNNING {
+            Some(SubmitError::ShuttingDown)
+        } else {
+            None
+        }
+    }
+
+    #[inline]
+    fn aborting(&self) -> bool {
+        self.phase.load(AO::Relaxed) == ABORTING
+    }
+
+    #[inline]
+    fn halted(&self) -> bool {
+        self.aborting() || self.failed.load(AO::Relaxed)
+    }
+
+    fn wake_everyone(&self) {
+        self.capacity.signal_all();
+        let _g = self.wake_lock.lock();
+        self.wake_cv.notify_all();
+    }
+
+    /// Sleeps for a retry backoff; false if the pool halted meanwhile.
+    fn backoff(&self, attempt: u32) -> bool {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        let delay = self
+            .backoff_initial
+            .saturating_mul(factor)
+            .min(self.backoff_max);
+        let deadline = Instant::now() + delay;
+        let mut g = self.wake_lock.lock();
+        loop {
+            if self.halted() {
+                return false;
+            }
+            if self.wake_cv.wait_until(&mut g, deadline).timed_out() {
+                return !self.halted();
+            }
+        }
+    }
+
+    fn stop_with(&self, msg: Message, error: HandlerError) {
+        tracing::error!(
+            topic = %msg.topic, partition = msg.partition, offset = msg.offset, %error,
+            "message failed after all retries; stopping the worker pool"
+        );
+        {
+            let mut f = self.failure.lock();
+            if f.is_none() {
+                *f = Some(FailedMessage {
+                    message: msg,
+                    error,
+                });
+            }
+        }
+        self.failed.store(true, AO::SeqCst);
+        self.wake_everyone();
+    }
+
+    /// Runs one message to its end (success, policy, or halt). Pushes its
+    /// completion to `batch` if it is finished.
+    fn run_job(&self, counters: &LaneCounters, job: Job, batch: &mut Vec<Completion>) {
+        let mut attempt = 0u32;
+        let error = loop {
+            let outcome = catch_unwind(AssertUnwindSafe(|| self.handler.handle(&job.msg)));
+            let error = match outcome {
+                Ok(Ok(())) => {
+                    bump(&counters.finished);
+                    batch.push(job.done);
+                    return;
+                }
+                Ok(Err(e)) => e,
+                Err(payload) => HandlerError::from_panic(payload),
+            };
+            if attempt >= self.retries {
+                break error;
+            }
+            attempt += 1;
+            bump(&counters.retried);
+            tracing::debug!(
+                topic = %job.msg.topic, partition = job.msg.partition, offset = job.msg.offset,
+                attempt, %error, "handler failed; retrying"
+            );
+            if !self.backoff(attempt) {
+                // Aborted or stopped while waiting: leave it unfinished.
+                bump(&counters.abandoned);
+                return;
+            }
+        };
+        bump(&counters.failed);
+        match &self.policy {
+            FailurePolicy::Stop => self.stop_with(job.msg, error),
+            FailurePolicy::Skip => {
+                tracing::warn!(
+                    topic = %job.msg.topic, partition = job.msg.partition, offset = job.msg.offset,
+                    %error, "message failed after all retries; skipping it"
+                );
+                bump(&counters.skipped);
+                bump(&counters.finished);
+                batch.push(job.done);
+            }
+            FailurePolicy::DeadLetter(dead_letter) => {
+                match catch_unwind(AssertUnwindSafe(|| dead_letter(&job.msg, &error))) {
+                    Ok(Ok(())) => {
+                        bump(&counters.dead_lettered);
+                        bump(&counters.finished);
+                        batch.push(job.done);
+                    }
+                    Ok(Err(why)) => self.stop_with(
+                        job.msg,
+                        HandlerError::new(format!("dead-letter failed: {why} (handler: {error})")),
+                    ),
+                    Err(payload) => {
+                        let why = HandlerError::from_panic(payload);
+                        self.stop_with(
+                            job.msg,
+                            HandlerError::new(format!(
+                                "dead-letter failed: {why} (handler: {error})"
+                            )),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush(&self, batch: &mut Vec<Completion>, taken: &mut usize) {
+        finish_batch(batch);
+        self.capacity.release(std::mem::take(taken));
+    }
+
+    fn lane_main(&self, lane: usize, rx: Receiver<LaneMsg>) {
+        let counters: &LaneCounters = &self.lanes[lane];
+        let mut batch: Vec<Completion> = Vec::with_capacity(COMPLETION_BATCH);
+        // Jobs taken off the queue whose capacity is not yet returned.
+        let mut taken = 0usize;
+        loop {
+            let item = match rx.try_recv() {
+                Ok(item) => item,
+                Err(TryRecvError::Empty) => {
+                    // About to sleep: publish what is done first, so commits
+                    // and waiters never wait on an idle lane.
+                    self.flush(&mut batch, &mut taken);
+                    match rx.recv() {
+                        Ok(item) => item,
+                        Err(_) => break,
+                    }
+                }
+                Err(TryRecvError::Disconnected) => break,
+            };
+            // A queue slot was freed: wake a submitter waiting for lane room.
+            // Only a hint (no fence), to keep a fence off the per-message
+            // path; a waiter it misses is still woken by the fenced signal
+            // of the next flush, which always happens before this lane
+            // sleeps and at least every COMPLETION_BATCH messages.
+            if self.capacity.has_waiters() {
+                self.capacity.signal();
+            }
+            let job = match item {
+                LaneMsg::Job(job) => job,
+                LaneMsg::Shutdown => break,
+            };
+            bump(&counters.processed);
+            taken += 1;
+            if self.halted() {
+                // Dropping the job without finishing keeps its offset
+                // uncommitted: it will be redelivered.
+                bump(&counters.abandoned);
+                drop(job);
+                if self.aborting() {
+                    break;
+                }
+                continue;
+            }
+            self.run_job(counters, job, &mut batch);
+            if batch.len() >= COMPLETION_BATCH
+                || self.phase.load(AO::Relaxed) != RUNNING
+                || self.capacity.has_waiters()
+                || batch.last().is_some_and(Completion::someone_waits_for_idle)
+            {
+                self.flush(&mut batch, &mut taken);
+            }
+            if self.aborting() {
+                break;
+            }
+        }
+        self.flush(&mut batch, &mut taken);
+        // Count what is left in the queue so the stats add up; the jobs stay
+        // unfinished in the tracker.
+        while let Ok(item) = rx.try_recv() {
+            if let LaneMsg::Job(job) = item {
+                bump(&counters.processed);
+                bump(&counters.abandoned);
+                drop(job);
+                self.capacity.release(1);
+            }
+        }
+    }
+}
+
+/// Decrements `active_submits` when a submit call ends, however it ends.
+struct ActiveSubmit<'a>(&'a AtomicUsize);
+
+impl Drop for ActiveSubmit<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, AO::SeqCst);
+    }
+}
+
+/// Returns one unit of capacity unless the message reached a lane.
+struct CapacityPermit<'a> {
+    capacity: &'a Capacity,
+    armed: bool,
+}
+
+impl Drop for CapacityPermit<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.capacity.release(1);
+        }
+    }
+}
+
+/// The ordered worker pool. Share it as `Arc<Pool>`: every method takes
+/// `&self`, so fetch tasks can submit while a signal handler drains.
+pub struct Pool {
+    shared: Arc<Shared>,
+    router: Router,
+    senders: Vec<Sender<LaneMsg>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Serialises drain/abort calls.
+    shutdown: Mutex<()>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("lanes", &self.senders.len())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// Starts the lane threads. Messages submitted later are dispatched in
+    /// `tracker` and marked finished there by the lanes.
+    pub fn new(
+        config: PoolConfig,
+        tracker: Arc<OffsetTracker>,
+        handler: impl Handler,
+    ) -> Result<Self, BuildError> {
+        if config.lanes == 0 {
+            return Err(BuildError::InvalidConfig("lanes must be at least 1".into()));
+        }
+        if config.lane_capacity == 0 {
+            return Err(BuildError::InvalidConfig(
+                "lane_capacity must be at least 1".into(),
+            ));
+        }
+        if config.max_in_flight == 0 {
+            return Err(BuildError::InvalidConfig(
+                "max_in_flight must be at least 1".into(),
+            ));
+        }
+        let shared = Arc::new(Shared {
+            handler: Box::new(handler),
+            tracker,
+            retries: config.retries,
+            backoff_initial: config.backoff_initial,
+            backoff_max: config.backoff_max.max(config.backoff_initial),
+            policy: config.failure_policy.clone(),
+            phase: AtomicU8::new(RUNNING),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            capacity: Capacity::new(config.max_in_flight),
+            active_submits: Padded(AtomicUsize::new(0)),
+            submitted: Padded(AtomicU64::new(0)),
+            submit_abandoned: AtomicU64::new(0),
+            lanes: (0..config.lanes).map(|_| Padded::default()).collect(),
+            wake_lock: Mutex::new(()),
+            wake_cv: Condvar::new(),
+        });
+        let mut senders = Vec::with_capacity(config.lanes);
+        let mut threads = Vec::with_capacity(config.lanes);
+        for lane in 0..config.lanes {
+            let (tx, rx) = crossbeam_channel::bounded(config.lane_capacity);
+            let sh = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("mykafkams-lane-{lane}"))
+                .spawn(move || sh.lane_main(lane, rx));
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    shared.phase.store(ABORTING, AO::SeqCst);
+                    drop(senders); // disconnects started lanes
+                    return Err(BuildError::Spawn(e));
+                }
+            }
+            senders.push(tx);
+        }
+        Ok(Self {
+            shared,
+            router: Router::new(config.ordering, config.lanes),
+            senders,
+            threads: Mutex::new(threads),
+            shutdown: Mutex::new(()),
+        })
+    }
+
+    fn enter(&self) -> Result<ActiveSubmit<'_>, SubmitError> {
+        self.shared.active_submits.fetch_add(1, AO::SeqCst);
+        let guard = ActiveSubmit(&self.shared.active_submits);
+        match self.shared.refusal() {
+            Some(e) => Err(e),
+            None => Ok(guard),
+        }
+    }
+
+    fn try_capacity(&self) -> Option<Result<(), SubmitError>> {
+        if let Some(e) = self.shared.refusal() {
+            return Some(Err(e));
+        }
+        self.shared.capacity.try_acquire().then_some(Ok(()))
+    }
+
+    /// Routes and dispatches in the tracker.
+    #[inline]
+    fn prepare(&self, msg: Message) -> Result<(usize, Job), SubmitError> {
+        let lane = self.router.lane(&msg);
+        let done = self
+            .shared
+            .tracker
+            .dispatch(&msg.topic, msg.partition, msg.offset)
+            .map_err(SubmitError::Offset)?;
+        Ok((lane, Job { msg, done }))
+    }
+
+    /// One non-blocking send attempt; `None` = lane full, try again later.
+    #[inline]
+    fn try_send(&self, lane: usize, pending: &mut Option<Job>) -> Option<Result<(), SubmitError>> {
+        let job = pending.take().expect("job present until sent");
+        match self.senders[lane].try_send(LaneMsg::Job(job)) {
+            Ok(()) => Some(Ok(())),
+            Err(TrySendError::Full(LaneMsg::Job(job))) => {
+                // While draining, lanes keep consuming: keep waiting. Only a
+                // halted pool (stopped or aborting) will never take it.
+                if let Some(e) = self.shared.refusal()
+                    && self.shared.halted()
+                {
+                    // Not queued: it stays unfinished in the tracker.
+                    self.shared.submit_abandoned.fetch_add(1, AO::Relaxed);
+                    drop(job);
+                    return Some(Err(e));
+                }
+                *pending = Some(job);
+                None
+            }
+            Err(_) => {
+                self.shared.submit_abandoned.fetch_add(1, AO::Relaxed);
+                Some(Err(SubmitError::ShuttingDown))
+            }
+        }
+    }
+
+    /// Submits a message, blocking the calling thread while the pool is full.
+    ///
+    /// Messages of one partition must be submitted in increasing offset
+    /// order by one caller at a time (the partition's fetcher). On `Ok` the
+    /// message is queued on its lane and dispatched in the tracker. On error
+    /// it was either never dispatched (`Offset`, or refused up front) or left
+    /// unfinished in the tracker, which is safe: it will be redelivered.
+    /// Do not call from a tokio worker thread; use [`submit_async`](Self::submit_async).
+    pub fn submit(&self, msg: Message) -> Result<(), SubmitError> {
+        let _active = self.enter()?;
+        let cap = &self.shared.capacity;
+        if !cap.try_acquire() {
+            cap.wait_blocking(|| self.try_capacity())?;
+        }
+        let mut permit = CapacityPermit {
+            capacity: cap,
+            armed: true,
+        };
+        let (lane, job) = self.prepare(msg)?;
+        self.shared.submitted.fetch_add(1, AO::Relaxed);
+        self.send_blocking(lane, job)?;
+        permit.armed = false;
+        Ok(())
+    }
+
+    /// Blocking send to a lane. Uses crossbeam's own blocking send (it spins
+    /// briefly, then parks and is woken by the receiver exactly when a slot
+    /// frees), waking up periodically only to notice an abort or stop, in
+    /// which case the job is dropped unfinished.
+    fn send_blocking(&self, lane: usize, job: Job) -> Result<(), SubmitError> {
+        // Fast path without reading the clock (send_timeout computes a deadline).
+        let mut item = match self.senders[lane].try_send(LaneMsg::Job(job)) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(back)) => back,
+            Err(TrySendError::Disconnected(_)) => {
+                self.shared.submit_abandoned.fetch_add(1, AO::Relaxed);
+                return Err(SubmitError::ShuttingDown);
+            }
+        };
+        loop {
+            match self.senders[lane].send_timeout(item, RECHECK) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Timeout(back)) => {
+                    if let Some(e) = self.shared.refusal()
+                        && self.shared.halted()
+                    {
+                        self.shared.submit_abandoned.fetch_add(1, AO::Relaxed);
+                        return Err(e);
+                    }
+                    item = back;
+                }
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    self.shared.submit_abandoned.fetch_add(1, AO::Relaxed);
+                    return Err(SubmitError::ShuttingDown);
+                }
+            }
+        }
+    }
+
+    /// Submits a message, awaiting room without blocking the executor thread
+    /// (DESIGN rule 4). Same contract as [`submit`](Self::submit).
+    ///
+    /// Cancel safety: dropping the future before it completes may leave the
+    /// message dispatched but never queued, i.e. unfinished in the tracker:
+    /// safe (it will be redelivered) but it holds the partition's committable
+    /// offset back, so only cancel when shutting down.
+    pub async fn submit_async(&self, msg: Message) -> Result<(), SubmitError> {
+        let _active = self.enter()?;
+        let cap = &self.shared.capacity;
+        if !cap.try_acquire() {
+            cap.wait_async(|| self.try_capacity()).await?;
+        }
+        let mut permit = CapacityPermit {
+            capacity: cap,
+            armed: true,
+        };
+        let (lane, job) = self.prepare(msg)?;
+        self.shared.submitted.fetch_add(1, AO::Relaxed);
+        let mut pending = Some(job);
+        match self.try_send(lane, &mut pending) {
+            Some(r) => r?,
+            None => cap.wait_async(|| self.try_send(lane, &mut pending)).await?,
+        }
+        permit.armed = false;
+        Ok(())
+    }
+
+    /// The offset tracker this pool dispatches into.
+    pub fn tracker(&self) -> &Arc<OffsetTracker> {
+        &self.shared.tracker
+    }
+
+    /// Number of lanes.
+    pub fn lanes(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// The message that stopped the pool under [`FailurePolicy::Stop`], if any.
+    pub fn failure(&self) -> Option<FailedMessage> {
+        self.shared.failure.lock().clone()
+    }
+
+    /// True once a failure stopped the pool.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.failed.load(AO::SeqCst)
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> PoolStats {
+        let sh = &self.shared;
+        let mut s = PoolStats {
+            submitted: sh.submitted.load(AO::Relaxed),
+            abandoned: sh.submit_abandoned.load(AO::Relaxed),
+            ..PoolStats::default()
+        };
+        for (lane, c) in sh.lanes.iter().enumerate() {
+            s.finished += c.finished.load(AO::Relaxed);
+            s.failed += c.failed.load(AO::Relaxed);
+            s.retried += c.retried.load(AO::Relaxed);
+            s.skipped += c.skipped.load(AO::Relaxed);
+            s.dead_lettered += c.dead_lettered.load(AO::Relaxed);
+            s.abandoned += c.abandoned.load(AO::Relaxed);
+            s.lane_processed.push(c.processed.load(AO::Relaxed));
+            s.lane_depth.push(self.senders[lane].len());
+        }
+        s.in_flight = s.submitted.saturating_sub(s.finished);
+        s
+    }
+
+    /// Messages currently holding a unit of the `max_in_flight` budget.
+    pub fn capacity_used(&self) -> usize {
+        self.shared.capacity.used()
+    }
+
+    /// Stops accepting messages, lets the lanes finish everything queued,
+    /// joins them and reports what is left. Bounded by `timeout`: when it
+    /// expires the pool switches to [`abort`](Self::abort) behaviour (lanes
+    /// finish only the message they are running) and returns; lanes still
+    /// inside a handler are detached and counted in the report.
+    ///
+    /// Safe to call from any thread, more than once, and concurrently with
+    /// submitters (they get [`SubmitError::ShuttingDown`]).
+    pub fn drain(&self, timeout: Duration) -> ShutdownReport {
+        let deadline = Instant::now() + timeout;
+        let _one_at_a_time = self.shutdown.lock();
+        let sh = &self.shared;
+        let _ = sh
+            .phase
+            .compare_exchange(RUNNING, DRAINING, AO::SeqCst, AO::SeqCst);
+        sh.wake_everyone();
+        // After this no new message can reach a lane, so a Shutdown marker
+        // queued behind the last message really is last.
+        let mut timed_out = !wait_until(deadline, || sh.active_submits.load(AO::SeqCst) == 0);
+        if !timed_out {
+            for tx in &self.senders {
+                if tx
+                    .send_deadline(LaneMsg::Shutdown, deadline)
+                    .is_err_and(|e| matches!(e, crossbeam_channel::SendTimeoutError::Timeout(_)))
+                {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+        if !timed_out {
+            timed_out = !self.join_until(deadline);
+        }
+        if timed_out {
+            self.begin_abort();
+            // No extra time: what has not finished by the deadline stays
+            // unfinished and is reported.
+            self.join_until(Instant::now());
+        }
+        self.report(timed_out)
+    }
+
+    /// Stops accepting messages, lets each lane finish only the message it
+    /// is running (queued ones are dropped, unfinished), joins the lanes and
+    /// reports what is left. Bounded by `timeout` like [`drain`](Self::drain).
+    pub fn abort(&self, timeout: Duration) -> ShutdownReport {
+        let deadline = Instant::now() + timeout;
+        let _one_at_a_time = self.shutdown.lock();
+        self.begin_abort();
+        let timed_out = !self.join_until(deadline);
+        self.report(timed_out)
+    }
+
+    fn begin_abort(&self) {
+        self.shared.phase.store(ABORTING, AO::SeqCst);
+        self.shared.wake_everyone();
+        // Wake lanes sleeping on an empty queue; a full queue means its lane
+        // is busy and will see the phase after its current message.
+        for tx in &self.senders {
+            let _ = tx.try_send(LaneMsg::Shutdown);
+        }
+    }
+
+    /// Joins lane threads that finish by `deadline`; true if all did.
+    fn join_until(&self, deadline: Instant) -> bool {
+        let mut threads = self.threads.lock();
+        let all = wait_until(deadline, || threads.iter().all(JoinHandle::is_finished));
+        let mut still = Vec::new();
+        for h in threads.drain(..) {
+            if h.is_finished() {
+                if h.join().is_err() {
+                    tracing::error!("a pool lane thread panicked outside a handler");
+                }
+            } else {
+                still.push(h);
+            }
+        }
+        *threads = still;
+        all
+    }
+
+    fn report(&self, timed_out: bool) -> ShutdownReport {
+        let mut partitions: Vec<UnfinishedPartition> = self
+            .shared
+            .tracker
+            .partitions()
+            .into_iter()
+            .filter_map(|p| {
+                let count = p.in_flight();
+                (count > 0).then(|| UnfinishedPartition {
+                    tp: p.topic_partition().clone(),
+                    lowest_unfinished: p.committable().unwrap_or_default(),
+                    count,
+                })
+            })
+            .collect();
+        partitions.sort_by(|a, b| a.tp.cmp(&b.tp));
+        let stats = self.stats();
+        ShutdownReport {
+            unfinished: stats.in_flight,
+            partitions,
+            failure: self.failure(),
+            timed_out,
+            lanes_still_running: self.threads.lock().len(),
+            stats,
+        }
+    }
+}
+
+impl Drop for Pool {
+    /// Dropping a pool that was not drained aborts it without waiting: lanes
+    /// finish their current message and exit on their own.
+    fn drop(&mut self) {
+        if !self.threads.get_mut().is_empty() {
+            self.begin_abort();
+        }
+    }
+}
+
+/// Polls `done` until it holds or `deadline` passes. Only used on shutdown
+/// paths, where a millisecond of latency is irrelevant.
+fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(1)));
+    }
+}

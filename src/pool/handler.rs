@@ -1,0 +1,82 @@
+//! What a lane runs for each message, and how it reports failure.
+
+use std::any::Any;
+use std::fmt;
+
+use crate::Message;
+
+/// The user's processing step. Called on a lane thread, one message at a
+/// time per lane; must be `Sync` because all lanes share one handler.
+///
+/// Returning an error (or panicking) makes the pool retry the message on the
+/// same lane with backoff, then apply the configured
+/// [`FailurePolicy`](crate::pool::FailurePolicy). Any closure
+/// `Fn(&Message) -> Result<(), HandlerError>` is a handler.
+pub trait Handler: Send + Sync + 'static {
+    /// Processes one message. Must be idempotent enough to tolerate
+    /// redelivery: delivery is at-least-once.
+    fn handle(&self, msg: &Message) -> Result<(), HandlerError>;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&Message) -> Result<(), HandlerError> + Send + Sync + 'static,
+{
+    fn handle(&self, msg: &Message) -> Result<(), HandlerError> {
+        self(msg)
+    }
+}
+
+/// A handler failure: a human-readable reason (also what a dead-letter
+/// callback receives and what is logged).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandlerError {
+    message: String,
+}
+
+impl HandlerError {
+    /// An error with the given reason.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// The reason text.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Turns a caught panic payload into an error, keeping the panic message
+    /// when it is a string (what `panic!` produces).
+    pub(crate) fn from_panic(payload: Box<dyn Any + Send>) -> Self {
+        let text = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "non-string panic payload".to_owned()
+        };
+        Self::new(format!("handler panicked: {text}"))
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for HandlerError {}
+
+impl From<String> for HandlerError {
+    fn from(message: String) -> Self {
+        Self { message }
+    }
+}
+
+impl From<&str> for HandlerError {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
+}
