@@ -26,7 +26,7 @@ struct Args {
     /// Bootstrap brokers, comma separated (host:port,...).
     #[arg(long, env = "KAFKA_BROKERS")]
     brokers: Option<String>,
-    /// Each line is KEY<SEP>VALUE; lines without SEP use the KEY argument.
+    /// Each line is KEY then SEP then VALUE; lines without SEP use the KEY argument.
     #[arg(long, value_name = "SEP")]
     key_separator: Option<String>,
     /// Send every message to this partition instead of choosing by key.

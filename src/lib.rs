@@ -10,8 +10,11 @@ pub mod pool;
 
 pub mod cli;
 pub mod cluster;
+pub mod consumer;
+pub mod dlq;
 pub mod error;
 pub mod fetcher;
+pub mod handlers;
 pub mod producer;
 
 pub use error::{Error, Result};

@@ -886,6 +886,14 @@ impl Pool {
         self.report(timed_out)
     }
 
+    /// Escalates a running [`drain`](Self::drain) (on another thread) to
+    /// abort behaviour without waiting for it: lanes finish only the message
+    /// they are running and drop the rest, unfinished. Used when a second stop
+    /// signal arrives during a graceful stop.
+    pub fn interrupt(&self) {
+        self.begin_abort();
+    }
+
     fn begin_abort(&self) {
         self.shared.phase.store(ABORTING, AO::SeqCst);
         self.shared.wake_everyone();

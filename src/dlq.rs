@@ -1,0 +1,117 @@
+//! `--on-failure dlq:<topic>`: a message that still fails after its retries is
+//! produced to a dead-letter topic, with the error and its origin in headers,
+//! and only then marked finished, so it is parked, never lost.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use rskafka::client::Client;
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::record::Record;
+
+use crate::cluster::{self, short};
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::partitioner::partition_for_key;
+use crate::pool::{FailurePolicy, HandlerError};
+
+/// Header carrying the last handler error.
+pub const HEADER_ERROR: &str = "mykafkams.error";
+/// Header carrying the topic the message came from.
+pub const HEADER_TOPIC: &str = "mykafkams.topic";
+/// Header carrying the partition the message came from.
+pub const HEADER_PARTITION: &str = "mykafkams.partition";
+/// Header carrying the offset the message had.
+pub const HEADER_OFFSET: &str = "mykafkams.offset";
+
+/// A producer for the dead-letter topic, usable from lane threads.
+pub struct DeadLetterQueue {
+    topic: String,
+    partitions: Vec<PartitionClient>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl DeadLetterQueue {
+    /// Opens the dead-letter topic, which must exist (a typo in its name should
+    /// not silently create a topic).
+    pub async fn open(client: &Client, topic: &str) -> Result<Self> {
+        let n = cluster::topic_partitions(client, topic).await?.len() as i32;
+        let mut partitions = Vec::with_capacity(n as usize);
+        for p in 0..n {
+            partitions.push(
+                client
+                    .partition_client(topic.to_string(), p, UnknownTopicHandling::Retry)
+                    .await
+                    .map_err(|e| {
+                        Error::kafka(
+                            format!("connecting to dead-letter topic {topic}/{p}"),
+                            short(&e),
+                        )
+                    })?,
+            );
+        }
+        Ok(Self {
+            topic: topic.to_string(),
+            partitions,
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// Produces `msg` with `err` to the dead-letter topic and waits for the
+    /// acknowledgement. Keyed messages keep their key (and so their order
+    /// within the dead-letter topic). Must not be called from an async task.
+    pub fn send_blocking(
+        &self,
+        msg: &Message,
+        err: &HandlerError,
+    ) -> std::result::Result<(), String> {
+        let mut headers: BTreeMap<String, Vec<u8>> = msg
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_vec()))
+            .collect();
+        headers.insert(HEADER_ERROR.into(), err.message().as_bytes().to_vec());
+        headers.insert(HEADER_TOPIC.into(), msg.topic.as_bytes().to_vec());
+        headers.insert(
+            HEADER_PARTITION.into(),
+            msg.partition.to_string().into_bytes(),
+        );
+        headers.insert(HEADER_OFFSET.into(), msg.offset.to_string().into_bytes());
+        let n = self.partitions.len() as i32;
+        let p = match &msg.key {
+            Some(k) => partition_for_key(k, n),
+            None => msg.partition.rem_euclid(n),
+        };
+        let record = Record {
+            key: msg.key.as_ref().map(|k| k.to_vec()),
+            value: msg.value.as_ref().map(|v| v.to_vec()),
+            headers,
+            timestamp: Utc::now(),
+        };
+        let client = &self.partitions[p as usize];
+        self.runtime
+            .block_on(client.produce(vec![record], Compression::NoCompression))
+            .map(|_| {
+                tracing::warn!(
+                    "dead-lettered {}/{}@{} to {}/{p}: {err}",
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    self.topic
+                );
+            })
+            .map_err(|e| {
+                format!(
+                    "producing to dead-letter topic {}/{p}: {}",
+                    self.topic,
+                    short(&e)
+                )
+            })
+    }
+
+    /// The pool failure policy that sends to this queue.
+    pub fn policy(self: Arc<Self>) -> FailurePolicy {
+        FailurePolicy::DeadLetter(Arc::new(move |msg, err| self.send_blocking(msg, err)))
+    }
+}
