@@ -126,3 +126,101 @@ pub fn end_offsets(topic: &str) -> Vec<(i32, i64)> {
     v.sort();
     v
 }
+
+/// Produces `keys` × `per_key` messages through our producer binary: key
+/// `acct-<k>`, value `acct-<k>:<seq>`, sequences 0.. per key in order.
+/// Creates the topic with `partitions` partitions. Returns the message count.
+pub fn produce_sequences(topic: &str, partitions: i32, keys: usize, per_key: usize) -> usize {
+    let mut input = String::with_capacity(keys * per_key * 16);
+    for seq in 0..per_key {
+        for k in 0..keys {
+            input.push_str(&format!("acct-{k}|acct-{k}:{seq}\n"));
+        }
+    }
+    let mut cmd = producer();
+    cmd.args([
+        &bootstrap(),
+        topic,
+        "--key-separator",
+        "|",
+        "--create-topic",
+        "--partitions",
+        &partitions.to_string(),
+    ]);
+    let out = run_with_input(cmd, input.as_bytes());
+    assert!(
+        out.status.success(),
+        "producer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    keys * per_key
+}
+
+/// Sends `signal` to a child process.
+pub fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: kill(2) on a pid we own; no memory is involved.
+    let rc = unsafe { libc::kill(child.id() as i32, signal) };
+    assert_eq!(rc, 0, "kill({}, {signal})", child.id());
+}
+
+/// Parses `committed p0=12 p1=40` from a consumer's summary line.
+pub fn committed_from_summary(stderr: &str) -> std::collections::BTreeMap<i32, i64> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("; committed "))
+        .unwrap_or_else(|| panic!("no summary line in: {stderr}"));
+    line.split("; committed ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|kv| {
+            let (p, o) = kv.strip_prefix('p')?.split_once('=')?;
+            Some((p.parse().ok()?, o.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `kafka-consumer-groups --describe` rows for `group` as (partition, current offset, lag).
+pub fn describe_group(group: &str, topic: &str) -> Vec<(i32, i64, i64)> {
+    let out = kafka_tool(
+        "consumer-groups",
+        &[
+            "--bootstrap-server",
+            &bootstrap(),
+            "--describe",
+            "--group",
+            group,
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = loop {
+        let l = lines
+            .next()
+            .unwrap_or_else(|| panic!("no header in: {text}"));
+        if l.starts_with("GROUP") {
+            break l.split_whitespace().collect();
+        }
+    };
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (t, p, cur, lag) = (
+        col("TOPIC"),
+        col("PARTITION"),
+        col("CURRENT-OFFSET"),
+        col("LAG"),
+    );
+    let mut rows: Vec<(i32, i64, i64)> = lines
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > lag && f[t] == topic)
+        .map(|f| {
+            (
+                f[p].parse().unwrap(),
+                f[cur].parse().unwrap_or(-1),
+                f[lag].parse().unwrap_or(-1),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
