@@ -18,7 +18,7 @@ use mykafkams::pool::{FailurePolicy, Ordering};
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about,
+
     override_usage = "consumer [OPTIONS] <BROKER> <TOPIC> <PARTITION> <GROUP> [-- CMD ARGS...]\n       \
                       consumer [OPTIONS] --brokers <LIST> --partitions <LIST|all> <TOPIC> <GROUP>"
 )]
@@ -268,7 +268,7 @@ async fn run(args: Args) -> Result<()> {
 }
 
 fn main() {
-    let args = Args::parse();
+    let args: Args = cli::parse_args();
     cli::run(|| run(args))
 }
 

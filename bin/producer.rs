@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about,
+
     override_usage = "producer [OPTIONS] <BROKER> <TOPIC> <KEY>\n       producer [OPTIONS] --brokers <LIST> <TOPIC> [KEY]"
 )]
 struct Args {
@@ -230,7 +230,7 @@ fn split_line(
 }
 
 fn main() {
-    let args = Args::parse();
+    let args: Args = cli::parse_args();
     cli::run(|| run(args))
 }
 

@@ -71,6 +71,46 @@ pub async fn stop_signal() {
     }
 }
 
+/// Parses the command line. `--help` and `--version` print and exit 0; any
+/// other mistake prints one line (`error: ...` plus a pointer to `--help`) and
+/// exits with [`EXIT_USAGE`](crate::error::EXIT_USAGE), instead of clap's
+/// multi-line report.
+pub fn parse_args<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => {
+            // --help / --version: clap's own output is what people expect.
+            let _ = e.print();
+            std::process::exit(EXIT_OK);
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let usage = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Usage: "))
+                .map(str::to_string);
+            let first = match (e.kind(), usage) {
+                // clap lists the missing names on later lines; the usage says it better.
+                (clap::error::ErrorKind::MissingRequiredArgument, Some(u)) => {
+                    format!("missing arguments; usage: {u}")
+                }
+                _ => text
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("invalid arguments")
+                    .trim_start_matches("error: ")
+                    .to_string(),
+            };
+            let bin = std::env::args().next().unwrap_or_default();
+            let bin = std::path::Path::new(&bin)
+                .file_name()
+                .map_or_else(|| "command".into(), |n| n.to_string_lossy().into_owned());
+            eprintln!("error: {first} (see {bin} --help)");
+            std::process::exit(crate::error::EXIT_USAGE);
+        }
+    }
+}
+
 /// Parses `key=value` (for `--header`).
 pub fn parse_key_value(s: &str) -> std::result::Result<(String, Vec<u8>), String> {
     match s.split_once('=') {
