@@ -63,18 +63,13 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 
-# The demo: keyed lines through the producer and back out of the consumer.
+# The demo: 100,000 keyed events through producer and ordered consumer, then a verdict.
 demo: build
-    #!/usr/bin/env bash
-    set -euo pipefail
-    topic="demo-$(date +%s)"
-    echo "== producing 300 lines over 3 keys to topic $topic (6 partitions)"
-    for k in alice bob carol; do
-      seq 1 100 | sed "s/^/$k event /" | target/release/producer "$KAFKA_BOOTSTRAP" "$topic" "$k" --create-topic --partitions 6
-    done
-    echo "== consuming every partition from the start"
-    for p in 0 1 2 3 4 5; do
-      n=$(target/release/consumer "$KAFKA_BOOTSTRAP" "$topic" "$p" demo --from earliest --exit-at-end | tee /tmp/mykafkams-demo-$p.txt | wc -l)
-      echo "partition $p: $n messages; first: $(head -n1 /tmp/mykafkams-demo-$p.txt)"
-      rm -f /tmp/mykafkams-demo-$p.txt
-    done
+    target/release/mykafkams-demo --brokers "$KAFKA_BOOTSTRAP"
+
+# The ordering core's throughput next to a raw channel ceiling (no broker needed).
+bench-core:
+    cargo bench --bench core
+
+# Every benchmark.
+bench: bench-core

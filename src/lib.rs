@@ -11,6 +11,7 @@ pub mod pool;
 pub mod cli;
 pub mod cluster;
 pub mod consumer;
+pub mod demo;
 pub mod dlq;
 pub mod error;
 pub mod fetcher;

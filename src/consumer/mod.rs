@@ -257,7 +257,7 @@ pub async fn run<H: Handler>(
         f.seek(start);
         f.resolve(Reset::Latest).await?; // learn the end, for lag and exit-at-end
         tracker.set_next_fetch(&topic, p, start);
-        tracing::info!(topic = %topic, partition = p, "starting at offset {start} (end {})", f.high_watermark());
+        tracing::debug!(topic = %topic, partition = p, "starting at offset {start} (end {})", f.high_watermark());
         fetchers.push(f);
     }
 

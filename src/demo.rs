@@ -1,0 +1,348 @@
+//! The demo behind `just up`: keyed events with per-key sequence numbers go
+//! through the producer and the ordered consumer, and a [`SequenceChecker`]
+//! proves what happened: nothing lost, no key out of order, and how much
+//! faster 32 workers are than one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rskafka::client::Client;
+
+use crate::cluster::{self, ClusterConfig};
+use crate::consumer::{self, ConsumerConfig, Partitions, StartAt};
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::pool::{FailurePolicy, HandlerError};
+use crate::producer::{Producer, ProducerConfig};
+
+/// Counts, per key, which sequence numbers arrived and whether they arrived in order.
+///
+/// Values are `<key>:<seq>`; sequences start at 0 and are contiguous per key.
+#[derive(Default)]
+pub struct SequenceChecker {
+    keys: Mutex<HashMap<String, KeyState>>,
+    first_at: Mutex<Option<Instant>>,
+    last_at: Mutex<Option<Instant>>,
+}
+
+#[derive(Default)]
+struct KeyState {
+    /// How often each sequence number was seen.
+    seen: Vec<u32>,
+    /// The last sequence number seen, if any.
+    last: Option<u64>,
+    violations: u64,
+}
+
+/// What a [`SequenceChecker`] concluded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Messages seen (duplicates included).
+    pub handled: u64,
+    /// Times a key's sequence number did not follow the one before it
+    /// (a redelivered duplicate after a restart is not counted here).
+    pub order_violations: u64,
+    /// Expected `(key, seq)` pairs never seen.
+    pub lost: u64,
+    /// Extra sightings of a pair already seen.
+    pub duplicates: u64,
+}
+
+impl SequenceChecker {
+    /// Records one message value `<key>:<seq>`; returns an error for any other shape.
+    pub fn record(&self, value: &[u8]) -> std::result::Result<(), HandlerError> {
+        let text =
+            std::str::from_utf8(value).map_err(|_| HandlerError::new("value is not UTF-8"))?;
+        let (key, seq) = text
+            .rsplit_once(':')
+            .and_then(|(k, s)| Some((k, s.parse::<u64>().ok()?)))
+            .ok_or_else(|| HandlerError::new(format!("value {text:?} is not <key>:<seq>")))?;
+        let now = Instant::now();
+        self.first_at.lock().get_or_insert(now);
+        *self.last_at.lock() = Some(now);
+        let mut keys = self.keys.lock();
+        let st = keys.entry(key.to_string()).or_default();
+        if st.seen.len() <= seq as usize {
+            st.seen.resize(seq as usize + 1, 0);
+        }
+        st.seen[seq as usize] += 1;
+        // In order means: the next number, or a repeat of one already seen (a
+        // redelivery replays from the commit, which is not a reordering).
+        let in_order = match st.last {
+            None => true,
+            Some(last) => seq == last + 1 || st.seen[seq as usize] > 1,
+        };
+        if !in_order {
+            st.violations += 1;
+        }
+        st.last = Some(seq);
+        Ok(())
+    }
+
+    /// The verdict against `keys` keys of `per_key` sequence numbers each.
+    pub fn verdict(&self, expected_keys: &[String], per_key: u64) -> Verdict {
+        let keys = self.keys.lock();
+        let mut v = Verdict {
+            handled: 0,
+            order_violations: 0,
+            lost: 0,
+            duplicates: 0,
+        };
+        for k in expected_keys {
+            let Some(st) = keys.get(k) else {
+                v.lost += per_key;
+                continue;
+            };
+            v.order_violations += st.violations;
+            for seq in 0..per_key as usize {
+                match st.seen.get(seq).copied().unwrap_or(0) {
+                    0 => v.lost += 1,
+                    n => v.duplicates += u64::from(n - 1),
+                }
+            }
+        }
+        v.handled = keys
+            .values()
+            .flat_map(|s| s.seen.iter())
+            .map(|&n| u64::from(n))
+            .sum();
+        v
+    }
+
+    /// Messages per second between the first and the last recorded message.
+    pub fn rate(&self) -> f64 {
+        let (Some(a), Some(b)) = (*self.first_at.lock(), *self.last_at.lock()) else {
+            return 0.0;
+        };
+        let n: u64 = self
+            .keys
+            .lock()
+            .values()
+            .flat_map(|s| s.seen.iter())
+            .map(|&n| u64::from(n))
+            .sum();
+        n.saturating_sub(1) as f64 / (b - a).as_secs_f64().max(1e-9)
+    }
+}
+
+/// Settings of the demo.
+#[derive(Clone, Debug)]
+pub struct DemoConfig {
+    /// Brokers.
+    pub cluster: ClusterConfig,
+    /// Account keys.
+    pub keys: usize,
+    /// Events in total (spread evenly over the keys).
+    pub events: usize,
+    /// Partitions of the demo topic.
+    pub partitions: i32,
+    /// Workers of the main run.
+    pub workers: usize,
+    /// Simulated I/O per message.
+    pub work: Duration,
+    /// Events of the single-worker sample.
+    pub sample: usize,
+}
+
+impl DemoConfig {
+    /// The demo of the README: 100,000 events over 1,000 keys, 6 partitions,
+    /// 32 workers, 1 ms per message, a 3,000-event single-worker sample.
+    pub fn new(cluster: ClusterConfig) -> Self {
+        Self {
+            cluster,
+            keys: 1000,
+            events: 100_000,
+            partitions: 6,
+            workers: 32,
+            work: Duration::from_millis(1),
+            sample: 3000,
+        }
+    }
+}
+
+/// What the demo measured.
+#[derive(Clone, Debug)]
+pub struct DemoReport {
+    /// Events produced to the main topic.
+    pub produced: usize,
+    /// The checker's verdict on the main run.
+    pub verdict: Verdict,
+    /// Messages per second with `workers` workers.
+    pub rate: f64,
+    /// Messages per second of the single-worker sample.
+    pub single_rate: f64,
+}
+
+impl DemoReport {
+    /// `rate / single_rate`.
+    pub fn speedup(&self) -> f64 {
+        self.rate / self.single_rate.max(1e-9)
+    }
+
+    /// True when nothing was lost and no key ran out of order.
+    pub fn passed(&self) -> bool {
+        self.verdict.order_violations == 0 && self.verdict.lost == 0
+    }
+}
+
+fn key_names(n: usize) -> Vec<String> {
+    (0..n).map(|k| format!("acct-{k:04}")).collect()
+}
+
+/// Produces `events` events over `keys` keys, sequence numbers per key in order.
+async fn produce(
+    client: &Client,
+    topic: &str,
+    partitions: i32,
+    keys: &[String],
+    events: usize,
+) -> Result<()> {
+    cluster::create_topic_if_missing(client, topic, partitions, 1).await?;
+    let producer = Producer::new(client, ProducerConfig::new(topic)).await?;
+    for i in 0..events {
+        let key = &keys[i % keys.len()];
+        let seq = i / keys.len();
+        producer
+            .send(
+                Some(key.as_bytes().to_vec()),
+                format!("{key}:{seq}").into_bytes(),
+            )
+            .await?;
+    }
+    let s = producer.close().await;
+    if s.failed > 0 {
+        return Err(Error::FailedMessages(format!(
+            "demo producer: {} not acknowledged",
+            s.failed
+        )));
+    }
+    Ok(())
+}
+
+/// Consumes `topic` to its end with `workers` workers and the checking, sleeping handler.
+async fn consume(
+    cfg: &DemoConfig,
+    topic: &str,
+    workers: usize,
+    checker: Arc<SequenceChecker>,
+    stats: Duration,
+) -> Result<()> {
+    let mut c = ConsumerConfig::new(
+        cfg.cluster.clone(),
+        topic,
+        Partitions::All,
+        format!("{topic}-w{workers}"),
+    );
+    c.workers = workers;
+    c.exit_at_end = true;
+    c.start = StartAt::Earliest;
+    c.stats_interval = stats;
+    let work = cfg.work;
+    let handler = move |m: &Message| -> std::result::Result<(), HandlerError> {
+        std::thread::sleep(work); // the simulated I/O
+        checker.record(m.value.as_deref().unwrap_or_default())
+    };
+    let (_keep, signals) = tokio::sync::watch::channel(0u32);
+    consumer::run(c, handler, FailurePolicy::Stop, signals)
+        .await?
+        .into_result()
+}
+
+/// Runs the demo, printing progress to stderr as it goes.
+pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
+    let client = cluster::connect(&cfg.cluster).await?;
+    let stamp = chrono::Utc::now().timestamp_millis();
+    let topic = format!("mykafkams-demo-{stamp}");
+    let sample_topic = format!("{topic}-sample");
+    let keys = key_names(cfg.keys);
+    let per_key = cfg.events.div_ceil(cfg.keys.max(1));
+
+    eprintln!(
+        "demo: producing {} events over {} keys to '{topic}' ({} partitions)",
+        cfg.events, cfg.keys, cfg.partitions
+    );
+    let t = Instant::now();
+    produce(&client, &topic, cfg.partitions, &keys, cfg.events).await?;
+    eprintln!("demo: produced in {:.2} s", t.elapsed().as_secs_f64());
+
+    eprintln!(
+        "demo: consuming with {} workers, {:?} of simulated I/O per message (progress every second)",
+        cfg.workers, cfg.work
+    );
+    let checker = Arc::new(SequenceChecker::default());
+    consume(
+        &cfg,
+        &topic,
+        cfg.workers,
+        Arc::clone(&checker),
+        Duration::from_secs(1),
+    )
+    .await?;
+    let verdict = checker.verdict(&keys, per_key as u64);
+    let rate = checker.rate();
+
+    let sample_keys = &keys[..cfg.keys.min(cfg.sample).max(1)];
+    eprintln!(
+        "demo: measuring one worker on a {}-event sample",
+        cfg.sample
+    );
+    produce(
+        &client,
+        &sample_topic,
+        cfg.partitions,
+        sample_keys,
+        cfg.sample,
+    )
+    .await?;
+    let single = Arc::new(SequenceChecker::default());
+    consume(&cfg, &sample_topic, 1, Arc::clone(&single), Duration::ZERO).await?;
+
+    Ok(DemoReport {
+        produced: cfg.events,
+        verdict,
+        rate,
+        single_rate: single.rate(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Vec<String> {
+        vec!["a".into(), "b".into()]
+    }
+
+    #[test]
+    fn a_clean_run_has_no_violations_losses_or_duplicates() {
+        let c = SequenceChecker::default();
+        for seq in 0..3 {
+            c.record(format!("a:{seq}").as_bytes()).unwrap();
+            c.record(format!("b:{seq}").as_bytes()).unwrap();
+        }
+        assert_eq!(
+            c.verdict(&keys(), 3),
+            Verdict {
+                handled: 6,
+                order_violations: 0,
+                lost: 0,
+                duplicates: 0
+            }
+        );
+    }
+
+    #[test]
+    fn reordering_losing_and_duplicating_are_each_counted() {
+        let c = SequenceChecker::default();
+        for v in ["a:0", "a:2", "a:1", "b:0", "b:0"] {
+            c.record(v.as_bytes()).unwrap();
+        }
+        let v = c.verdict(&keys(), 3);
+        assert_eq!(v.order_violations, 2, "a:2 after a:0, then a:1 after a:2");
+        assert_eq!(v.lost, 2, "b:1 and b:2");
+        assert_eq!(v.duplicates, 1, "b:0 twice");
+        assert!(c.record(b"garbage").is_err());
+    }
+}
