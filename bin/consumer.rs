@@ -18,7 +18,6 @@ use mykafkams::pool::{FailurePolicy, Ordering};
 #[derive(Parser, Debug)]
 #[command(
     version,
-
     override_usage = "consumer [OPTIONS] <BROKER> <TOPIC> <PARTITION> <GROUP> [-- CMD ARGS...]\n       \
                       consumer [OPTIONS] --brokers <LIST> --partitions <LIST|all> <TOPIC> <GROUP>"
 )]
@@ -192,6 +191,7 @@ fn resolve_positionals(args: &Args) -> Result<(String, String, Partitions, Strin
 }
 
 async fn run(args: Args) -> Result<()> {
+    let mut os_signals = cli::Signals::install()?;
     let (brokers, topic, partitions, group) = resolve_positionals(&args)?;
     let cluster_cfg = ClusterConfig {
         connect_timeout: Duration::from_secs(args.connect_timeout),
@@ -254,7 +254,7 @@ async fn run(args: Args) -> Result<()> {
     let (signal_tx, signals) = tokio::sync::watch::channel(0u32);
     tokio::spawn(async move {
         loop {
-            cli::stop_signal().await;
+            os_signals.recv().await;
             signal_tx.send_modify(|n| *n += 1);
         }
     });

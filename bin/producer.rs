@@ -15,7 +15,6 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 #[derive(Parser, Debug)]
 #[command(
     version,
-
     override_usage = "producer [OPTIONS] <BROKER> <TOPIC> <KEY>\n       producer [OPTIONS] --brokers <LIST> <TOPIC> [KEY]"
 )]
 struct Args {
@@ -94,6 +93,7 @@ fn resolve_positionals(args: &Args) -> Result<Target> {
 }
 
 async fn run(args: Args) -> Result<()> {
+    let mut signals = cli::Signals::install()?;
     let target = resolve_positionals(&args)?;
     let cluster_cfg = ClusterConfig {
         connect_timeout: Duration::from_secs(args.connect_timeout),
@@ -135,19 +135,14 @@ async fn run(args: Args) -> Result<()> {
     };
     let producer = Producer::new(&client, cfg).await?;
 
-    let read = feed(
+    let outcome = feed(
         &producer,
         input,
         target.key.as_deref(),
         args.key_separator.as_deref(),
-    );
-    let outcome = tokio::select! {
-        r = read => r,
-        _ = cli::stop_signal() => {
-            eprintln!("producer: signal received: flushing what was read, then exiting");
-            Ok(())
-        }
-    };
+        signals.recv(),
+    )
+    .await;
     let summary = producer.close().await;
     eprintln!(
         "producer: {} sent, {} acknowledged, {} failed to topic '{}' in {:.2} s ({:.0} msg/s)",
@@ -172,38 +167,47 @@ async fn run(args: Args) -> Result<()> {
 }
 
 /// Reads lines and hands them to the producer, with a progress line every 5 s.
+/// When `stop` resolves (a signal), reading ends, but every byte already read
+/// (a partial line, and what sits in the read buffer) is still sent: what was
+/// read is flushed, nothing taken from the input is dropped.
 async fn feed(
     producer: &Producer,
     input: Box<dyn AsyncRead + Unpin + Send>,
     default_key: Option<&str>,
     separator: Option<&str>,
+    stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let mut reader = BufReader::with_capacity(256 * 1024, input);
     let mut line = Vec::new();
     let mut line_no = 0u64;
     let mut last_progress = tokio::time::Instant::now();
+    tokio::pin!(stop);
     loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| Error::io("reading input", e))?;
+        // read_until keeps partially read bytes in `line` when cancelled.
+        let n = tokio::select! {
+            biased;
+            _ = &mut stop => {
+                eprintln!("producer: signal received: sending what was read, then exiting");
+                let mut rest = std::mem::take(&mut line);
+                rest.extend_from_slice(reader.buffer());
+                for piece in rest.split_inclusive(|b| *b == b'\n') {
+                    line_no += 1;
+                    send_line(producer, piece, line_no, default_key, separator).await?;
+                }
+                return Ok(());
+            }
+            n = reader.read_until(b'\n', &mut line) => n.map_err(|e| Error::io("reading input", e))?,
+        };
         if n == 0 {
+            if !line.is_empty() {
+                line_no += 1;
+                send_line(producer, &line, line_no, default_key, separator).await?;
+            }
             return Ok(());
         }
         line_no += 1;
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-        }
-        let (key, value) = split_line(&line, default_key, separator).ok_or_else(|| {
-            Error::Usage(format!(
-                "line {line_no} has no key separator and no default KEY was given"
-            ))
-        })?;
-        producer.send(key, value).await?;
+        send_line(producer, &line, line_no, default_key, separator).await?;
+        line.clear();
         if last_progress.elapsed() >= Duration::from_secs(5) {
             last_progress = tokio::time::Instant::now();
             eprintln!(
@@ -212,6 +216,25 @@ async fn feed(
             );
         }
     }
+}
+
+/// Sends one input line (its newline, and a CR before it, removed).
+async fn send_line(
+    producer: &Producer,
+    mut line: &[u8],
+    line_no: u64,
+    default_key: Option<&str>,
+    separator: Option<&str>,
+) -> Result<()> {
+    if let Some(l) = line.strip_suffix(b"\n") {
+        line = l.strip_suffix(b"\r").unwrap_or(l);
+    }
+    let (key, value) = split_line(line, default_key, separator).ok_or_else(|| {
+        Error::Usage(format!(
+            "line {line_no} has no key separator and no default KEY was given"
+        ))
+    })?;
+    producer.send(key, value).await
 }
 
 /// Splits a line into key and value per --key-separator (first occurrence).

@@ -42,31 +42,52 @@ where
         .enable_all()
         .build()
     {
-        Ok(rt) => report(rt.block_on(main())),
+        Ok(rt) => {
+            let code = report(rt.block_on(main()));
+            // Don't wait for blocking tasks: a read of an open stdin (the
+            // producer stopped by a signal) would never return.
+            rt.shutdown_background();
+            code
+        }
         Err(e) => report(Err(Error::io("starting the async runtime", e))),
     };
     std::process::exit(code)
 }
 
-/// Resolves when the process gets SIGINT or SIGTERM.
-pub async fn stop_signal() {
+/// SIGINT and SIGTERM, listened to from the moment [`Signals::install`]
+/// returns (installing early means a signal that arrives during start-up is
+/// not lost to the default handler, which would kill the process).
+pub struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers. Must run inside the tokio runtime.
+    pub fn install() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let err = |e| Error::io("installing signal handlers", e);
+            Ok(Self {
+                int: signal(SignalKind::interrupt()).map_err(err)?,
+                term: signal(SignalKind::terminate()).map_err(err)?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Resolves at the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     }
 }
