@@ -494,3 +494,117 @@ fn a_million_message_backlog_with_a_slow_handler_keeps_memory_bounded() {
         peak / 1024
     );
 }
+
+#[test]
+fn on_failure_stop_commits_up_to_the_failed_message_and_exits_6() {
+    let addr = require_broker();
+    let topic = unique("stop");
+    let group = unique("g-stop");
+    produce_lines(&topic, 1, "k", "ok1\nbad\nok2\n");
+    let script = r#"v=$(cat); [ "$v" != bad ] || exit 1; echo "$v""#;
+    let run = |script: &str| {
+        consumer()
+            .args([
+                &addr,
+                &topic,
+                "0",
+                &group,
+                "--exit-at-end",
+                "--stats-interval",
+                "0",
+            ])
+            .args([
+                "--retries",
+                "1",
+                "--retry-backoff",
+                "10ms",
+                "--on-failure",
+                "stop",
+            ])
+            .args(["--handler", "exec", "--", "sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let out = run(script);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok1\n",
+        "nothing after the failed message of the key"
+    );
+    assert!(stderr.contains("@1 failed"), "names the message: {stderr}");
+    assert_eq!(
+        describe_group(&group, &topic),
+        vec![(0, 1, 2)],
+        "committed up to the failed message"
+    );
+
+    // Once the handler is fixed, the restart picks up exactly at the failed message.
+    let out = run(r#"cat; echo"#);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "bad\nok2\n");
+}
+
+#[test]
+fn a_second_signal_aborts_the_drain_and_exits_130() {
+    let addr = require_broker();
+    let topic = unique("abort");
+    let group = unique("g-abort");
+    let lines: String = (0..20).map(|i| format!("m{i}\n")).collect();
+    produce_lines(&topic, 1, "k", &lines);
+    // One key, so one lane: 20 messages of 1 s each queue up behind each other.
+    let mut child = consumer()
+        .args([
+            &addr,
+            &topic,
+            "0",
+            &group,
+            "--stats-interval",
+            "0",
+            "--drain-timeout",
+            "60s",
+        ])
+        .args(["--handler", "exec", "--", "sh", "-c", "cat; echo; sleep 1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first, "m0\n");
+    let started = Instant::now();
+    signal(&child, libc::SIGTERM);
+    // Wait for the consumer to acknowledge the first signal, then send the second.
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("stop requested") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "consumer exited before acknowledging the stop"
+        );
+    }
+    signal(&child, libc::SIGTERM);
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    // A full drain would take ~19 s more; the abort only waits for the running message.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "abort took {:?}",
+        started.elapsed()
+    );
+    let committed = describe_group(&group, &topic)[0].1;
+    assert!(
+        (1..20).contains(&committed),
+        "committed what finished, not the abandoned rest: {committed}"
+    );
+}

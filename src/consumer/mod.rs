@@ -352,9 +352,16 @@ pub async fn run<H: Handler>(
                 p.drain(timeout)
             }
         });
+        // Two signals may arrive before the loop above saw the first: then
+        // the count is already 2 and the drain is cut short at once.
+        let second_signal = async {
+            if *shutdown.borrow_and_update() < 2 {
+                let _ = shutdown.changed().await;
+            }
+        };
         tokio::select! {
             r = &mut stopping => r,
-            _ = shutdown.changed(), if reason != StopReason::Failed => {
+            _ = second_signal, if reason != StopReason::Failed => {
                 tracing::warn!("second signal: abandoning queued messages");
                 reason = StopReason::Aborted;
                 pool.interrupt();
@@ -438,22 +445,23 @@ async fn fetch_loop(
             b = fetcher.next_batch() => b?,
             _ = stop.changed() => return Ok(()),
         };
-        for msg in batch {
-            let offset = msg.offset;
-            tokio::select! {
-                r = pool.submit_async(msg) => match r {
-                    Ok(()) => {}
-                    Err(SubmitError::Stopped | SubmitError::ShuttingDown) => return Ok(()),
-                    Err(e) => {
-                        return Err(Error::kafka(
-                            format!("dispatching {}/{}@{offset}", part.topic_partition().topic, part.topic_partition().partition),
-                            e,
-                        ));
-                    }
-                },
-                // Leaving mid-submit is safe: the message stays unfinished and is redelivered.
-                _ = stop.changed() => return Ok(()),
-            }
+        // One batch submission per fetch: in offset order, awaiting room
+        // without blocking the runtime (the offending offset, if any, is
+        // named by the error itself).
+        tokio::select! {
+            r = pool.submit_batch_async(batch) => match r {
+                Ok(()) => {}
+                Err(SubmitError::Stopped | SubmitError::ShuttingDown) => return Ok(()),
+                Err(e) => {
+                    return Err(Error::kafka(
+                        format!("dispatching {}/{}", part.topic_partition().topic, part.topic_partition().partition),
+                        e,
+                    ));
+                }
+            },
+            // Leaving mid-submit is safe: what was queued is processed, the
+            // rest stays unfinished (or undispatched) and is redelivered.
+            _ = stop.changed() => return Ok(()),
         }
         part.set_next_fetch(fetcher.position());
     }
