@@ -167,11 +167,24 @@ fn missing_partition_is_exit_4() {
 #[test]
 fn bad_flags_are_one_line_and_exit_2() {
     let t = Instant::now();
-    let out = consumer().args(["127.0.0.1:9092", "t", "0", "g", "--workers", "x"]).output().unwrap();
+    let out = consumer()
+        .args(["127.0.0.1:9092", "t", "0", "g", "--workers", "x"])
+        .output()
+        .unwrap();
     assert_fails(out, t, 2, "--workers");
 
     let t = Instant::now();
-    let out = consumer().args(["127.0.0.1:9092", "t", "0", "g", "--on-failure", "retry-forever"]).output().unwrap();
+    let out = consumer()
+        .args([
+            "127.0.0.1:9092",
+            "t",
+            "0",
+            "g",
+            "--on-failure",
+            "retry-forever",
+        ])
+        .output()
+        .unwrap();
     assert_fails(out, t, 2, "--on-failure");
 
     let t = Instant::now();
