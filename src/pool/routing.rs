@@ -56,11 +56,37 @@ pub fn lane_hash(key: &[u8]) -> u64 {
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut buf = [0u8; 8];
-        buf[..rest.len()].copy_from_slice(rest);
-        h = fmix64(h ^ u64::from_le_bytes(buf)).rotate_left(31);
+        h = fmix64(h ^ tail_word(rest)).rotate_left(31);
     }
     fmix64(h)
+}
+
+/// The 1..=7 trailing bytes of a key as a little-endian word, zero-padded:
+/// the value of `u64::from_le_bytes` over the bytes followed by zeros.
+///
+/// Built from two overlapping loads instead of copying into a zeroed buffer:
+/// a variable-length copy is a `memcpy` call followed by a store-forwarding
+/// stall, which made this the hottest instruction of batch submission.
+#[inline]
+fn tail_word(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    debug_assert!((1..8).contains(&n));
+    if n >= 4 {
+        let lo = u64::from(u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")));
+        let hi = u64::from(u32::from_le_bytes(
+            rest[n - 4..].try_into().expect("4 bytes"),
+        ));
+        // `hi` holds bytes n-4..n; keep the top n-4 of them (bytes 4..n).
+        lo | ((hi >> (8 * (8 - n))) << 32)
+    } else if n >= 2 {
+        let lo = u64::from(u16::from_le_bytes(rest[..2].try_into().expect("2 bytes")));
+        let hi = u64::from(u16::from_le_bytes(
+            rest[n - 2..].try_into().expect("2 bytes"),
+        ));
+        lo | ((hi >> (8 * (4 - n))) << 16)
+    } else {
+        u64::from(rest[0])
+    }
 }
 
 /// Maps a 64-bit hash onto `0..lanes` by multiply-shift (Lemire's reduction).
@@ -110,6 +136,28 @@ impl Router {
             },
             Ordering::Partition => lane_for_partition(msg.partition, self.lanes),
             Ordering::Unordered => self.next.fetch_add(1, AtomicOrdering::Relaxed) % self.lanes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail_word;
+
+    /// The overlapping-load tail equals the zero-padded little-endian word
+    /// for every length and byte pattern position, so lane choice is the
+    /// same as with the straightforward padded copy.
+    #[test]
+    fn tail_word_is_the_zero_padded_word() {
+        for n in 1..8usize {
+            for seed in 0..64u8 {
+                let bytes: Vec<u8> = (0..n as u8)
+                    .map(|i| seed.wrapping_mul(31).wrapping_add(i.wrapping_mul(97)) | 1)
+                    .collect();
+                let mut buf = [0u8; 8];
+                buf[..n].copy_from_slice(&bytes);
+                assert_eq!(tail_word(&bytes), u64::from_le_bytes(buf), "len {n}");
+            }
         }
     }
 }
