@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 /// A topic name and partition number: the key of [`OffsetTracker::snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -177,6 +177,31 @@ impl PartitionOffsets {
     /// `offset + 1`.
     pub fn dispatch(self: &Arc<Self>, offset: i64) -> Result<Completion, OffsetError> {
         let mut s = self.state.lock();
+        self.dispatch_locked(&mut s, offset)
+    }
+
+    /// Locks the partition for a run of dispatches, so a batch of offsets
+    /// (e.g. one fetch response) pays for the lock once instead of once per
+    /// offset. [`Dispatcher::dispatch`] has exactly the contract of
+    /// [`dispatch`](Self::dispatch).
+    ///
+    /// The partition stays locked until the `Dispatcher` is dropped: workers
+    /// finishing messages of this partition, and [`committable`](Self::committable),
+    /// wait meanwhile. Drop it before doing anything that can block.
+    pub fn dispatcher(self: &Arc<Self>) -> Dispatcher<'_> {
+        Dispatcher {
+            part: self,
+            state: self.state.lock(),
+        }
+    }
+
+    /// Body of [`dispatch`](Self::dispatch). Caller holds the lock.
+    #[inline]
+    fn dispatch_locked(
+        self: &Arc<Self>,
+        s: &mut State,
+        offset: i64,
+    ) -> Result<Completion, OffsetError> {
         if let Some(next) = s.next_fetch
             && offset < next
         {
@@ -193,7 +218,6 @@ impl PartitionOffsets {
         });
         s.unfinished += 1;
         s.next_fetch = Some(offset.saturating_add(1));
-        drop(s);
         Ok(Completion {
             part: Arc::clone(self),
             seq,
@@ -273,6 +297,38 @@ impl PartitionOffsets {
         if s.unfinished == 0 && s.idle_waiters > 0 {
             self.idle.notify_all();
         }
+    }
+}
+
+/// Dispatches several offsets of one partition under a single lock; obtained
+/// from [`PartitionOffsets::dispatcher`]. Holds the partition's lock until
+/// dropped.
+pub struct Dispatcher<'a> {
+    part: &'a Arc<PartitionOffsets>,
+    state: MutexGuard<'a, State>,
+}
+
+impl fmt::Debug for Dispatcher<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("tp", &self.part.tp)
+            .field("in_flight", &self.state.unfinished)
+            .finish()
+    }
+}
+
+impl Dispatcher<'_> {
+    /// Records a dispatched offset; same contract as
+    /// [`PartitionOffsets::dispatch`] (increasing offsets, gaps allowed; a
+    /// refused offset changes nothing and later ones may still be dispatched).
+    #[inline]
+    pub fn dispatch(&mut self, offset: i64) -> Result<Completion, OffsetError> {
+        self.part.dispatch_locked(&mut self.state, offset)
+    }
+
+    /// The partition being dispatched to.
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.part.tp
     }
 }
 
@@ -387,7 +443,9 @@ impl OffsetTracker {
             .expect("Kafka partitions are non-negative")
     }
 
-    fn try_partition(
+    /// Like [`partition`](Self::partition), but refuses a negative partition
+    /// instead of panicking.
+    pub(crate) fn try_partition(
         &self,
         topic: &Arc<str>,
         partition: i32,
