@@ -13,6 +13,10 @@
 //! ([`PoolConfig::lane_capacity`]) and globally
 //! ([`PoolConfig::max_in_flight`]); a full pool makes [`Pool::submit`] block
 //! and [`Pool::submit_async`] wait without blocking a tokio thread (rule 4).
+//! [`Pool::submit_batch`] / [`Pool::submit_batch_async`] hand over a whole
+//! fetch response at once with the same guarantees, paying for the budget,
+//! the tracker lock and the lane hand-off once per step instead of once per
+//! message (what the consumer's fetch loop uses).
 //! Handler errors and panics are retried with exponential backoff on the same
 //! lane, then [`FailurePolicy`] applies (rule 5).
 //!
@@ -212,7 +216,7 @@ pub struct FailedMessage {
 /// running may be a few messages apart between fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
-    /// Messages accepted by `submit`/`submit_async`.
+    /// Messages accepted by `submit`/`submit_async`/`submit_batch`/`submit_batch_async`.
     pub submitted: u64,
     /// Messages marked finished in the offset tracker (succeeded, skipped or
     /// dead-lettered).
@@ -274,12 +278,37 @@ const ABORTING: u8 = 2;
 /// counter once per batch instead of once per message.
 const COMPLETION_BATCH: usize = 32;
 
+/// A batch submission handles at most this many messages per step: one
+/// capacity reservation, one tracker lock per partition and one counter
+/// update per step.
+const SUBMIT_CHUNK: usize = 256;
+
 /// How often a submitter blocked on a full lane re-checks for abort/stop.
 const RECHECK: Duration = Duration::from_millis(10);
 
 enum LaneMsg {
     Job(Job),
+    /// Several jobs for one lane in submission order (a batch submission
+    /// sends one per lane per step: one channel operation, one wakeup).
+    Jobs(Vec<Job>),
     Shutdown,
+}
+
+impl LaneMsg {
+    /// Messages this item carries.
+    fn jobs(&self) -> usize {
+        match self {
+            LaneMsg::Job(_) => 1,
+            LaneMsg::Jobs(v) => v.len(),
+            LaneMsg::Shutdown => 0,
+        }
+    }
+}
+
+/// What a lane does after one job.
+enum Next {
+    Continue,
+    Exit,
 }
 
 struct Job {
@@ -316,6 +345,11 @@ struct Shared {
     failed: AtomicBool,
     failure: Mutex<Option<FailedMessage>>,
     capacity: Capacity,
+    /// Messages queued per lane (reserved by submitters before sending,
+    /// released by the lane when it takes them): keeps each lane within
+    /// `lane_capacity` messages whatever the number of messages per item.
+    queued: Vec<Padded<AtomicUsize>>,
+    lane_capacity: usize,
     /// Submit calls currently between their state check and their send.
     active_submits: Padded<AtomicUsize>,
     /// Submitter-side counters (accepted / abandoned before reaching a lane).
@@ -466,12 +500,61 @@ impl Shared {
         self.capacity.release(std::mem::take(taken));
     }
 
+    /// Runs one job taken off the queue (or drops it if the pool halted),
+    /// and publishes completions when due.
+    #[inline]
+    fn lane_job(
+        &self,
+        counters: &LaneCounters,
+        job: Job,
+        batch: &mut Vec<Completion>,
+        taken: &mut usize,
+    ) -> Next {
+        bump(&counters.processed);
+        *taken += 1;
+        if self.halted() {
+            // Dropping the job without finishing keeps its offset
+            // uncommitted: it will be redelivered.
+            bump(&counters.abandoned);
+            drop(job);
+            return if self.aborting() {
+                Next::Exit
+            } else {
+                Next::Continue
+            };
+        }
+        self.run_job(counters, job, batch);
+        if batch.len() >= COMPLETION_BATCH
+            || self.phase.load(AO::Relaxed) != RUNNING
+            || self.capacity.has_waiters()
+            || batch.last().is_some_and(Completion::someone_waits_for_idle)
+        {
+            self.flush(batch, taken);
+        }
+        if self.aborting() {
+            Next::Exit
+        } else {
+            Next::Continue
+        }
+    }
+
+    /// Counts jobs a lane drops unprocessed on its way out (they stay
+    /// unfinished in the tracker) and returns their capacity.
+    fn abandon_on_exit(&self, counters: &LaneCounters, jobs: usize) {
+        for _ in 0..jobs {
+            bump(&counters.processed);
+            bump(&counters.abandoned);
+        }
+        self.capacity.release(jobs);
+    }
+
     fn lane_main(&self, lane: usize, rx: Receiver<LaneMsg>) {
         let counters: &LaneCounters = &self.lanes[lane];
+        let queued: &AtomicUsize = &self.queued[lane];
         let mut batch: Vec<Completion> = Vec::with_capacity(COMPLETION_BATCH);
         // Jobs taken off the queue whose capacity is not yet returned.
         let mut taken = 0usize;
-        loop {
+        'run: loop {
             let item = match rx.try_recv() {
                 Ok(item) => item,
                 Err(TryRecvError::Empty) => {
@@ -485,52 +568,40 @@ impl Shared {
                 }
                 Err(TryRecvError::Disconnected) => break,
             };
-            // A queue slot was freed: wake a submitter waiting for lane room.
-            // Only a hint (no fence), to keep a fence off the per-message
-            // path; a waiter it misses is still woken by the fenced signal
-            // of the next flush, which always happens before this lane
-            // sleeps and at least every COMPLETION_BATCH messages.
-            if self.capacity.has_waiters() {
+            let n = item.jobs();
+            if n > 0 {
+                // Queue room was freed: wake a submitter waiting for it.
+                // Fenced (in `signal`), pairing with the waiter's fence, so
+                // the wakeup is never lost; paid once per item, not per
+                // message, when items carry batches.
+                queued.fetch_sub(n, AO::SeqCst);
                 self.capacity.signal();
             }
-            let job = match item {
-                LaneMsg::Job(job) => job,
-                LaneMsg::Shutdown => break,
-            };
-            bump(&counters.processed);
-            taken += 1;
-            if self.halted() {
-                // Dropping the job without finishing keeps its offset
-                // uncommitted: it will be redelivered.
-                bump(&counters.abandoned);
-                drop(job);
-                if self.aborting() {
-                    break;
+            match item {
+                LaneMsg::Job(job) => {
+                    if let Next::Exit = self.lane_job(counters, job, &mut batch, &mut taken) {
+                        break;
+                    }
                 }
-                continue;
-            }
-            self.run_job(counters, job, &mut batch);
-            if batch.len() >= COMPLETION_BATCH
-                || self.phase.load(AO::Relaxed) != RUNNING
-                || self.capacity.has_waiters()
-                || batch.last().is_some_and(Completion::someone_waits_for_idle)
-            {
-                self.flush(&mut batch, &mut taken);
-            }
-            if self.aborting() {
-                break;
+                LaneMsg::Jobs(jobs) => {
+                    let mut jobs = jobs.into_iter();
+                    while let Some(job) = jobs.next() {
+                        if let Next::Exit = self.lane_job(counters, job, &mut batch, &mut taken) {
+                            self.abandon_on_exit(counters, jobs.len());
+                            break 'run;
+                        }
+                    }
+                }
+                LaneMsg::Shutdown => break,
             }
         }
         self.flush(&mut batch, &mut taken);
         // Count what is left in the queue so the stats add up; the jobs stay
         // unfinished in the tracker.
         while let Ok(item) = rx.try_recv() {
-            if let LaneMsg::Job(job) = item {
-                bump(&counters.processed);
-                bump(&counters.abandoned);
-                drop(job);
-                self.capacity.release(1);
-            }
+            let n = item.jobs();
+            queued.fetch_sub(n, AO::SeqCst);
+            self.abandon_on_exit(counters, n);
         }
     }
 }
@@ -541,6 +612,41 @@ struct ActiveSubmit<'a>(&'a AtomicUsize);
 impl Drop for ActiveSubmit<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, AO::SeqCst);
+    }
+}
+
+/// Room for `n` messages reserved in a lane's queue; returned on drop unless
+/// the item carrying them was queued ([`keep`](Self::keep)).
+struct LaneReservation<'a> {
+    queued: &'a AtomicUsize,
+    capacity: &'a Capacity,
+    n: usize,
+}
+
+impl LaneReservation<'_> {
+    /// The item was queued: the lane returns the room when it takes it.
+    fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for LaneReservation<'_> {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(self.n, AO::SeqCst);
+        self.capacity.signal();
+    }
+}
+
+/// Capacity units a batch step holds and has not yet handed to a lane; they
+/// are returned when it is dropped (error, cancellation, short batch).
+struct BatchPermit<'a> {
+    capacity: &'a Capacity,
+    units: usize,
+}
+
+impl Drop for BatchPermit<'_> {
+    fn drop(&mut self) {
+        self.capacity.release(self.units);
     }
 }
 
@@ -610,6 +716,8 @@ impl Pool {
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             capacity: Capacity::new(config.max_in_flight),
+            queued: (0..config.lanes).map(|_| Padded::default()).collect(),
+            lane_capacity: config.lane_capacity,
             active_submits: Padded(AtomicUsize::new(0)),
             submitted: Padded(AtomicU64::new(0)),
             submit_abandoned: AtomicU64::new(0),
@@ -672,28 +780,79 @@ impl Pool {
         Ok((lane, Job { msg, done }))
     }
 
-    /// One non-blocking send attempt; `None` = lane full, try again later.
+    /// Reserves room for `n` messages in a lane's queue (all or nothing).
     #[inline]
-    fn try_send(&self, lane: usize, pending: &mut Option<Job>) -> Option<Result<(), SubmitError>> {
-        let job = pending.take().expect("job present until sent");
-        match self.senders[lane].try_send(LaneMsg::Job(job)) {
+    fn try_reserve(&self, lane: usize, n: usize) -> bool {
+        let queued = &self.shared.queued[lane];
+        let max = self.shared.lane_capacity;
+        let mut cur = queued.load(AO::SeqCst);
+        loop {
+            if cur + n > max {
+                return false;
+            }
+            match queued.compare_exchange_weak(cur, cur + n, AO::SeqCst, AO::Relaxed) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// One attempt to reserve lane room; `None` = full, try again later.
+    /// While draining, lanes keep consuming: keep waiting. Only a halted
+    /// pool (stopped or aborting) will never make room.
+    fn lane_room(&self, lane: usize, n: usize) -> Option<Result<LaneReservation<'_>, SubmitError>> {
+        if self.try_reserve(lane, n) {
+            return Some(Ok(self.reservation(lane, n)));
+        }
+        if let Some(e) = self.shared.refusal()
+            && self.shared.halted()
+        {
+            return Some(Err(e));
+        }
+        None
+    }
+
+    fn reservation(&self, lane: usize, n: usize) -> LaneReservation<'_> {
+        LaneReservation {
+            queued: &self.shared.queued[lane],
+            capacity: &self.shared.capacity,
+            n,
+        }
+    }
+
+    /// Counts messages that were dispatched but will never reach a lane: they
+    /// stay unfinished in the tracker (redelivered after a restart).
+    fn abandon(&self, n: usize) {
+        self.shared
+            .submit_abandoned
+            .fetch_add(n as u64, AO::Relaxed);
+    }
+
+    /// One non-blocking send attempt of an item whose lane room is reserved;
+    /// `None` = channel full (only possible behind shutdown markers), try
+    /// again later.
+    #[inline]
+    fn try_send(
+        &self,
+        lane: usize,
+        pending: &mut Option<LaneMsg>,
+    ) -> Option<Result<(), SubmitError>> {
+        let item = pending.take().expect("item present until sent");
+        match self.senders[lane].try_send(item) {
             Ok(()) => Some(Ok(())),
-            Err(TrySendError::Full(LaneMsg::Job(job))) => {
-                // While draining, lanes keep consuming: keep waiting. Only a
-                // halted pool (stopped or aborting) will never take it.
+            Err(TrySendError::Full(item)) => {
                 if let Some(e) = self.shared.refusal()
                     && self.shared.halted()
                 {
                     // Not queued: it stays unfinished in the tracker.
-                    self.shared.submit_abandoned.fetch_add(1, AO::Relaxed);
-                    drop(job);
+                    self.abandon(item.jobs());
                     return Some(Err(e));
                 }
-                *pending = Some(job);
+                *pending = Some(item);
                 None
             }
-            Err(_) => {
-                self.shared.submit_abandoned.fetch_add(1, AO::Relaxed);
+            Err(TrySendError::Disconnected(item)) => {
+                self.abandon(item.jobs());
                 Some(Err(SubmitError::ShuttingDown))
             }
         }
@@ -707,6 +866,7 @@ impl Pool {
     /// it was either never dispatched (`Offset`, or refused up front) or left
     /// unfinished in the tracker, which is safe: it will be redelivered.
     /// Do not call from a tokio worker thread; use [`submit_async`](Self::submit_async).
+    /// For many messages at once prefer [`submit_batch`](Self::submit_batch).
     pub fn submit(&self, msg: Message) -> Result<(), SubmitError> {
         let _active = self.enter()?;
         let cap = &self.shared.capacity;
@@ -719,43 +879,93 @@ impl Pool {
         };
         let (lane, job) = self.prepare(msg)?;
         self.shared.submitted.fetch_add(1, AO::Relaxed);
-        self.send_blocking(lane, job)?;
+        self.send_blocking(lane, LaneMsg::Job(job))?;
         permit.armed = false;
         Ok(())
     }
 
-    /// Blocking send to a lane. Uses crossbeam's own blocking send (it spins
-    /// briefly, then parks and is woken by the receiver exactly when a slot
-    /// frees), waking up periodically only to notice an abort or stop, in
-    /// which case the job is dropped unfinished.
-    fn send_blocking(&self, lane: usize, job: Job) -> Result<(), SubmitError> {
+    /// Blocking send of an item to a lane: reserves room for its messages
+    /// (waiting while the lane holds `lane_capacity` messages), then queues
+    /// it. Gives up only if the pool halts (stopped or aborting), in which
+    /// case the item is dropped and its messages stay unfinished.
+    fn send_blocking(&self, lane: usize, item: LaneMsg) -> Result<(), SubmitError> {
+        let n = item.jobs();
+        let reserved = if self.try_reserve(lane, n) {
+            self.reservation(lane, n)
+        } else {
+            match self
+                .shared
+                .capacity
+                .wait_blocking(|| self.lane_room(lane, n))
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    self.abandon(n);
+                    return Err(e);
+                }
+            }
+        };
         // Fast path without reading the clock (send_timeout computes a deadline).
-        let mut item = match self.senders[lane].try_send(LaneMsg::Job(job)) {
-            Ok(()) => return Ok(()),
+        let mut item = match self.senders[lane].try_send(item) {
+            Ok(()) => {
+                reserved.keep();
+                return Ok(());
+            }
             Err(TrySendError::Full(back)) => back,
             Err(TrySendError::Disconnected(_)) => {
-                self.shared.submit_abandoned.fetch_add(1, AO::Relaxed);
+                self.abandon(n);
                 return Err(SubmitError::ShuttingDown);
             }
         };
+        // The room is reserved, so the channel is only full behind shutdown
+        // markers; wait, waking up periodically to notice an abort or stop.
         loop {
             match self.senders[lane].send_timeout(item, RECHECK) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    reserved.keep();
+                    return Ok(());
+                }
                 Err(SendTimeoutError::Timeout(back)) => {
                     if let Some(e) = self.shared.refusal()
                         && self.shared.halted()
                     {
-                        self.shared.submit_abandoned.fetch_add(1, AO::Relaxed);
+                        self.abandon(n);
                         return Err(e);
                     }
                     item = back;
                 }
                 Err(SendTimeoutError::Disconnected(_)) => {
-                    self.shared.submit_abandoned.fetch_add(1, AO::Relaxed);
+                    self.abandon(n);
                     return Err(SubmitError::ShuttingDown);
                 }
             }
         }
+    }
+
+    /// Async counterpart of [`send_blocking`](Self::send_blocking): never
+    /// blocks the executor thread. If the future is dropped, the item is
+    /// dropped (its messages stay unfinished) and the lane room returned.
+    async fn send_async(&self, lane: usize, item: LaneMsg) -> Result<(), SubmitError> {
+        let n = item.jobs();
+        let cap = &self.shared.capacity;
+        let reserved = if self.try_reserve(lane, n) {
+            self.reservation(lane, n)
+        } else {
+            match cap.wait_async(|| self.lane_room(lane, n)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.abandon(n);
+                    return Err(e);
+                }
+            }
+        };
+        let mut pending = Some(item);
+        match self.try_send(lane, &mut pending) {
+            Some(r) => r?,
+            None => cap.wait_async(|| self.try_send(lane, &mut pending)).await?,
+        }
+        reserved.keep();
+        Ok(())
     }
 
     /// Submits a message, awaiting room without blocking the executor thread
@@ -777,13 +987,204 @@ impl Pool {
         };
         let (lane, job) = self.prepare(msg)?;
         self.shared.submitted.fetch_add(1, AO::Relaxed);
-        let mut pending = Some(job);
-        match self.try_send(lane, &mut pending) {
-            Some(r) => r?,
-            None => cap.wait_async(|| self.try_send(lane, &mut pending)).await?,
-        }
+        self.send_async(lane, LaneMsg::Job(job)).await?;
         permit.armed = false;
         Ok(())
+    }
+
+    /// Submits a batch of messages (typically one fetch response), blocking
+    /// the calling thread while the pool is full.
+    ///
+    /// Equivalent to calling [`submit`](Self::submit) for each message in
+    /// order, with the same guarantees (per-key order, `max_in_flight` and
+    /// `lane_capacity` respected, each message dispatched in the tracker
+    /// before a lane can see it), but much cheaper per message: the batch is
+    /// handled in steps of up to 256 messages, and each step reserves its
+    /// in-flight budget with one atomic operation, dispatches its offsets
+    /// under one tracker lock per partition, and hands each lane its share
+    /// as one queue item (one channel operation and at most one wakeup per
+    /// lane per step).
+    ///
+    /// Messages of one partition must be in increasing offset order, and one
+    /// caller at a time submits a given partition, as for `submit`. On `Ok`
+    /// every message is queued. On error, what was queued stays queued (it
+    /// will be processed) and the rest is either never dispatched or left
+    /// unfinished in the tracker (redelivered after a restart, never
+    /// committed past). In particular [`SubmitError::Offset`] refuses the
+    /// offending message and those after it, having queued those before it.
+    /// Do not call from a tokio worker thread; use
+    /// [`submit_batch_async`](Self::submit_batch_async).
+    pub fn submit_batch(&self, msgs: Vec<Message>) -> Result<(), SubmitError> {
+        let _active = self.enter()?;
+        let cap = &self.shared.capacity;
+        let mut msgs = msgs.into_iter();
+        let mut per_lane: Vec<Vec<Job>> = (0..self.lanes()).map(|_| Vec::new()).collect();
+        while msgs.len() > 0 {
+            let want = msgs.len().min(SUBMIT_CHUNK);
+            let got = match self.try_capacity_up_to(want) {
+                Some(r) => r?,
+                None => cap.wait_blocking(|| self.try_capacity_up_to(want))?,
+            };
+            let mut permit = BatchPermit {
+                capacity: cap,
+                units: got,
+            };
+            let staging = self.stage(&mut msgs, got, &mut per_lane);
+            for lane in 0..per_lane.len() {
+                let mut jobs = std::mem::take(&mut per_lane[lane]);
+                while !jobs.is_empty() {
+                    let rest = self.split_for_lane(&mut jobs);
+                    let n = jobs.len();
+                    if let Err(e) = self.send_blocking(lane, LaneMsg::Jobs(jobs)) {
+                        self.abandon(rest.len());
+                        self.abandon_staged(&mut per_lane);
+                        return Err(e);
+                    }
+                    permit.units -= n;
+                    jobs = rest;
+                }
+            }
+            staging?;
+        }
+        Ok(())
+    }
+
+    /// Submits a batch of messages, awaiting room without blocking the
+    /// executor thread (DESIGN rule 4). Same contract and guarantees as
+    /// [`submit_batch`](Self::submit_batch); the iterator is consumed lazily,
+    /// one step (at most 256 messages) at a time.
+    ///
+    /// Cancel safety: dropping the future before it completes leaves every
+    /// message queued so far queued, and the others either never dispatched
+    /// or dispatched but never queued, i.e. unfinished in the tracker: safe
+    /// (redelivered after a restart; the committable offset never passes
+    /// them) but it holds the partition's committable offset back, so only
+    /// cancel when shutting down or giving the partition up. The in-flight
+    /// budget and lane room of unqueued messages are returned.
+    pub async fn submit_batch_async<I>(&self, msgs: I) -> Result<(), SubmitError>
+    where
+        I: IntoIterator<Item = Message>,
+    {
+        let _active = self.enter()?;
+        let cap = &self.shared.capacity;
+        let mut msgs = msgs.into_iter().peekable();
+        let mut per_lane: Vec<Vec<Job>> = (0..self.lanes()).map(|_| Vec::new()).collect();
+        while msgs.peek().is_some() {
+            let want = msgs.size_hint().0.clamp(1, SUBMIT_CHUNK);
+            let got = match self.try_capacity_up_to(want) {
+                Some(r) => r?,
+                None => cap.wait_async(|| self.try_capacity_up_to(want)).await?,
+            };
+            let mut permit = BatchPermit {
+                capacity: cap,
+                units: got,
+            };
+            let staging = self.stage(&mut msgs, got, &mut per_lane);
+            for lane in 0..per_lane.len() {
+                let mut jobs = std::mem::take(&mut per_lane[lane]);
+                while !jobs.is_empty() {
+                    let rest = self.split_for_lane(&mut jobs);
+                    let n = jobs.len();
+                    if let Err(e) = self.send_async(lane, LaneMsg::Jobs(jobs)).await {
+                        self.abandon(rest.len());
+                        self.abandon_staged(&mut per_lane);
+                        return Err(e);
+                    }
+                    permit.units -= n;
+                    jobs = rest;
+                }
+            }
+            staging?;
+        }
+        Ok(())
+    }
+
+    /// Keeps at most `lane_capacity` jobs in `jobs` (what one queue item may
+    /// carry) and returns the rest.
+    #[inline]
+    fn split_for_lane(&self, jobs: &mut Vec<Job>) -> Vec<Job> {
+        if jobs.len() > self.shared.lane_capacity {
+            jobs.split_off(self.shared.lane_capacity)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Refusal check plus a multi-unit capacity reservation; `None` = full.
+    fn try_capacity_up_to(&self, n: usize) -> Option<Result<usize, SubmitError>> {
+        if let Some(e) = self.shared.refusal() {
+            return Some(Err(e));
+        }
+        match self.shared.capacity.try_acquire_up_to(n) {
+            0 => None,
+            got => Some(Ok(got)),
+        }
+    }
+
+    /// Takes up to `n` messages from `msgs`, routes them and dispatches them
+    /// in the tracker, holding each partition's lock once per run of
+    /// messages of that partition, and appends each to its lane's list in
+    /// order. Stops at the first message the tracker refuses: it and the
+    /// messages after it are not dispatched; those staged before it are
+    /// valid. Counts what it staged as submitted.
+    fn stage(
+        &self,
+        msgs: &mut impl Iterator<Item = Message>,
+        n: usize,
+        per_lane: &mut [Vec<Job>],
+    ) -> Result<(), SubmitError> {
+        let tracker = &self.shared.tracker;
+        let hint = n / per_lane.len() + n / (2 * per_lane.len()) + 4;
+        for jobs in per_lane.iter_mut() {
+            jobs.reserve(hint);
+        }
+        let mut left = n;
+        let mut next = if left > 0 { msgs.next() } else { None };
+        let result = 'outer: {
+            while let Some(first) = next.take() {
+                let part = match tracker.try_partition(&first.topic, first.partition) {
+                    Ok(p) => p,
+                    Err(e) => break 'outer Err(SubmitError::Offset(e)),
+                };
+                let tp = part.topic_partition();
+                let mut dispatcher = part.dispatcher();
+                let mut msg = first;
+                loop {
+                    let lane = self.router.lane(&msg);
+                    let done = match dispatcher.dispatch(msg.offset) {
+                        Ok(d) => d,
+                        Err(e) => break 'outer Err(SubmitError::Offset(e)),
+                    };
+                    per_lane[lane].push(Job { msg, done });
+                    left -= 1;
+                    if left == 0 {
+                        break 'outer Ok(());
+                    }
+                    match msgs.next() {
+                        None => break 'outer Ok(()),
+                        Some(m) if m.partition == tp.partition && *m.topic == *tp.topic => msg = m,
+                        Some(m) => {
+                            next = Some(m);
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        self.shared
+            .submitted
+            .fetch_add((n - left) as u64, AO::Relaxed);
+        result
+    }
+
+    /// Drops staged jobs that will never be sent (the pool halted): they stay
+    /// unfinished in the tracker and count as abandoned.
+    fn abandon_staged(&self, per_lane: &mut [Vec<Job>]) {
+        for jobs in per_lane {
+            self.abandon(jobs.len());
+            jobs.clear();
+        }
     }
 
     /// The offset tracker this pool dispatches into.
@@ -822,7 +1223,7 @@ impl Pool {
             s.dead_lettered += c.dead_lettered.load(AO::Relaxed);
             s.abandoned += c.abandoned.load(AO::Relaxed);
             s.lane_processed.push(c.processed.load(AO::Relaxed));
-            s.lane_depth.push(self.senders[lane].len());
+            s.lane_depth.push(sh.queued[lane].load(AO::Relaxed));
         }
         s.in_flight = s.submitted.saturating_sub(s.finished);
         s

@@ -4,6 +4,7 @@
 //! Timing only varies the interleavings; no assertion depends on it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering as AO};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
@@ -226,6 +227,23 @@ fn config(lanes: usize, ordering: Ordering, policy: FailurePolicy, retries: u32)
     }
 }
 
+/// Submits `msgs` in order: one at a time (`batch == 0`) or with
+/// `submit_batch` in batches of `batch` messages.
+fn submit_all(pool: &Pool, msgs: &[Message], batch: usize) -> Result<(), SubmitError> {
+    if batch == 0 {
+        msgs.iter().try_for_each(|m| pool.submit(m.clone()))
+    } else {
+        msgs.chunks(batch)
+            .try_for_each(|c| pool.submit_batch(c.to_vec()))
+    }
+}
+
+/// Single submission, small batches (many steps, several partitions per
+/// batch) and large ones (above the pool's step and capacities).
+fn batch_size() -> impl Strategy<Value = usize> {
+    prop_oneof![Just(0usize), 1..8usize, 8..400usize]
+}
+
 fn ordering() -> impl Strategy<Value = Ordering> {
     prop_oneof![Just(Ordering::Key), Just(Ordering::Partition)]
 }
@@ -249,14 +267,13 @@ proptest! {
         specs in specs(2),
         lanes in 1..=64usize,
         ordering in ordering(),
+        batch in batch_size(),
     ) {
         quiet_injected_panics();
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
         let pool = Pool::new(config(lanes, ordering, FailurePolicy::Stop, 2), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
-        for m in &world.msgs {
-            pool.submit(m.clone()).unwrap();
-        }
+        submit_all(&pool, &world.msgs, batch).unwrap();
         let report = pool.drain(DRAIN);
         assert_drained(&report)?;
         prop_assert_eq!(report.unfinished, 0);
@@ -274,6 +291,8 @@ proptest! {
         prop_assert_eq!(stats.finished, world.msgs.len() as u64);
         let expected_retries: u64 = world.specs.iter().map(|s| u64::from(s.fails)).sum();
         prop_assert_eq!(stats.retried, expected_retries);
+        prop_assert_eq!(pool.capacity_used(), 0);
+        prop_assert!(stats.lane_depth.iter().all(|d| *d == 0), "{:?}", stats.lane_depth);
     }
 
     /// Unordered mode still handles everything exactly once.
@@ -363,6 +382,7 @@ proptest! {
         lanes in 1..=64usize,
         ordering in ordering(),
         skip_ahead in proptest::collection::vec(0..3i64, 4),
+        batch in batch_size(),
     ) {
         quiet_injected_panics();
         let world = World::new(specs);
@@ -398,9 +418,7 @@ proptest! {
                 }
             })
         };
-        for m in &world.msgs {
-            pool.submit(m.clone()).unwrap();
-        }
+        submit_all(&pool, &world.msgs, batch).unwrap();
         let mut expect = world.ends();
         for (p, extra) in skip_ahead.iter().enumerate() {
             let p = p as i32;
@@ -482,18 +500,17 @@ proptest! {
         specs in specs(3),
         lanes in 1..=64usize,
         ordering in ordering(),
+        batch in batch_size(),
     ) {
         quiet_injected_panics();
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
         let pool = Pool::new(config(lanes, ordering, FailurePolicy::Stop, 1), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         let mut refused = false;
-        for m in &world.msgs {
-            match pool.submit(m.clone()) {
-                Ok(()) => {}
-                Err(SubmitError::Stopped) => { refused = true; break; }
-                Err(e) => prop_assert!(false, "unexpected {:?}", e),
-            }
+        match submit_all(&pool, &world.msgs, batch) {
+            Ok(()) => {}
+            Err(SubmitError::Stopped) => refused = true,
+            Err(e) => prop_assert!(false, "unexpected {:?}", e),
         }
         let report = pool.drain(DRAIN);
         assert_drained(&report)?;
@@ -531,6 +548,7 @@ proptest! {
         specs in specs(0),
         lanes in 1..=8usize,
         cap in 1..4usize,
+        batch in batch_size(),
     ) {
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
@@ -541,8 +559,15 @@ proptest! {
         let p = Arc::clone(&pool);
         let done = rt.block_on(async move {
             tokio::time::timeout(Duration::from_secs(30), async move {
-                for m in msgs {
-                    p.submit_async(m).await.unwrap();
+                if batch == 0 {
+                    for m in msgs {
+                        p.submit_async(m).await.unwrap();
+                    }
+                } else {
+                    for c in msgs.chunks(batch) {
+                        // A lazily consumed iterator, as a fetch loop may pass.
+                        p.submit_batch_async(c.iter().cloned()).await.unwrap();
+                    }
                 }
             }).await
         });
@@ -553,6 +578,222 @@ proptest! {
             prop_assert_eq!(s.load(AO::SeqCst), 1);
         }
         if let Err(e) = world.check_order(&world.log.lock(), Ordering::Key) { prop_assert!(false, "{}", e); }
+    }
+}
+
+/// A handler that runs only as many messages as it is allowed to (the rest
+/// wait), so a test can hold the pool full at a chosen point.
+struct Gate {
+    allowed: AtomicU32,
+    open: AtomicBool,
+}
+
+impl Gate {
+    fn new(allowed: u32) -> Arc<Self> {
+        Arc::new(Self {
+            allowed: AtomicU32::new(allowed),
+            open: AtomicBool::new(false),
+        })
+    }
+
+    fn pass(&self) {
+        loop {
+            if self.open.load(AO::SeqCst) {
+                return;
+            }
+            let a = self.allowed.load(AO::SeqCst);
+            if a > 0
+                && self
+                    .allowed
+                    .compare_exchange(a, a - 1, AO::SeqCst, AO::SeqCst)
+                    .is_ok()
+            {
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Bounded memory under batch submission: sampled continuously, the
+    /// in-flight budget in use, the tracker's unfinished messages and every
+    /// lane's queue stay within `max_in_flight` / `lane_capacity`, however
+    /// large the batches; and everything is still handled once, in order.
+    #[test]
+    fn batch_submit_respects_max_in_flight_and_lane_capacity(
+        specs in specs(0),
+        lanes in 1..=8usize,
+        lane_capacity in 1..6usize,
+        max_in_flight in 1..40usize,
+        batch in 1..400usize,
+    ) {
+        let world = World::new(specs);
+        let tracker = Arc::new(OffsetTracker::new());
+        let cfg = PoolConfig { lane_capacity, max_in_flight, ..config(lanes, Ordering::Key, FailurePolicy::Stop, 0) };
+        let pool = Arc::new(Pool::new(cfg, Arc::clone(&tracker), world.handler(&tracker)).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (pool, tracker, stop) = (Arc::clone(&pool), Arc::clone(&tracker), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut bad = Vec::new();
+                while !stop.load(AO::SeqCst) {
+                    let used = pool.capacity_used();
+                    let unfinished = tracker.total_in_flight();
+                    let depth = pool.stats().lane_depth;
+                    if used > max_in_flight || unfinished > max_in_flight {
+                        bad.push(format!("in flight: budget {used}, tracker {unfinished} > {max_in_flight}"));
+                    }
+                    if depth.iter().any(|d| *d > lane_capacity) {
+                        bad.push(format!("lane depth {depth:?} > {lane_capacity}"));
+                    }
+                    std::thread::yield_now();
+                }
+                bad
+            })
+        };
+        submit_all(&pool, &world.msgs, batch).unwrap();
+        let report = pool.drain(DRAIN);
+        stop.store(true, AO::SeqCst);
+        let bad = sampler.join().unwrap();
+        prop_assert!(bad.is_empty(), "{:?}", &bad[..bad.len().min(5)]);
+        assert_drained(&report)?;
+        prop_assert_eq!(report.unfinished, 0);
+        prop_assert_eq!(pool.capacity_used(), 0);
+        for s in &world.successes {
+            prop_assert_eq!(s.load(AO::SeqCst), 1);
+        }
+        if let Err(e) = world.check_order(&world.log.lock(), Ordering::Key) { prop_assert!(false, "{}", e); }
+        for (p, end) in world.ends() {
+            prop_assert_eq!(tracker.committable(TOPIC, p), Some(end));
+        }
+    }
+
+    /// A batch holding an offset the tracker refuses (not increasing): the
+    /// messages before it are queued and handled once, it and the ones after
+    /// it are never dispatched or handled, the error names it, and the
+    /// committable offsets cover exactly the queued prefix.
+    #[test]
+    fn batch_submit_refuses_a_bad_offset_after_queueing_the_prefix(
+        specs in specs(0).prop_filter("needs a message", |v| !v.is_empty()),
+        lanes in 1..=16usize,
+        cut in any::<proptest::sample::Index>(),
+    ) {
+        let world = World::new(specs);
+        let tracker = Arc::new(OffsetTracker::new());
+        let pool = Pool::new(config(lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let cut = cut.index(world.msgs.len());
+        // Re-submitting message `cut` after those up to it is a
+        // non-increasing offset for its partition.
+        let mut batch: Vec<Message> = world.msgs[..=cut].to_vec();
+        let bad = world.msgs[cut].clone();
+        batch.push(bad.clone());
+        batch.extend(world.msgs[cut + 1..].iter().cloned());
+        match pool.submit_batch(batch) {
+            Err(SubmitError::Offset(mykafkams::offsets::OffsetError::NotIncreasing { offset, tp, .. })) => {
+                prop_assert_eq!(offset, bad.offset);
+                prop_assert_eq!(tp.partition, bad.partition);
+            }
+            other => prop_assert!(false, "expected NotIncreasing, got {:?}", other),
+        }
+        let report = pool.drain(DRAIN);
+        assert_drained(&report)?;
+        prop_assert_eq!(report.unfinished, 0);
+        prop_assert_eq!(report.stats.submitted, cut as u64 + 1);
+        prop_assert_eq!(pool.capacity_used(), 0);
+        for (i, s) in world.successes.iter().enumerate() {
+            prop_assert_eq!(s.load(AO::SeqCst), u32::from(i <= cut), "message {}", i);
+        }
+        let mut ends = BTreeMap::new();
+        for m in &world.msgs[..=cut] {
+            ends.insert(m.partition, m.offset + 1);
+        }
+        for (p, end) in ends {
+            prop_assert_eq!(tracker.committable(TOPIC, p), Some(end));
+        }
+    }
+
+    /// Cancel safety of `submit_batch_async`: the future is dropped at an
+    /// arbitrary point while the pool is held full. Then: every offset below
+    /// a committable offset was handled (safe commits), the budget and lane
+    /// room of unqueued messages were returned, per-key order held, and a
+    /// restart from the committable offsets (as after a crash) handles
+    /// everything that was not handled: nothing is lost.
+    #[test]
+    fn batch_submit_async_is_cancel_safe(
+        specs in specs(0),
+        lanes in 1..=8usize,
+        lane_capacity in 1..4usize,
+        max_in_flight in 1..16usize,
+        allowed in 0..40u32,
+        polls in 1..30usize,
+    ) {
+        let world = World::new(specs);
+        let topic: Arc<str> = Arc::from(TOPIC);
+        let tracker = Arc::new(OffsetTracker::new());
+        for p in 0..4 {
+            tracker.set_next_fetch(&topic, p, 0);
+        }
+        let gate = Gate::new(allowed);
+        let handler = {
+            let inner = world.handler(&tracker);
+            let gate = Arc::clone(&gate);
+            move |m: &Message| {
+                gate.pass();
+                inner(m)
+            }
+        };
+        let cfg = PoolConfig { lane_capacity, max_in_flight, ..config(lanes, Ordering::Key, FailurePolicy::Stop, 0) };
+        let pool = Pool::new(cfg, Arc::clone(&tracker), handler).unwrap();
+        {
+            let fut = pool.submit_batch_async(world.msgs.clone());
+            let mut fut = std::pin::pin!(fut);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            for _ in 0..polls {
+                if fut.as_mut().poll(&mut cx).is_ready() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            // Dropped here: cancelled unless it already finished.
+        }
+        let resume: BTreeMap<i32, i64> = (0..4).map(|p| (p, tracker.committable(TOPIC, p).unwrap())).collect();
+        for (i, m) in world.msgs.iter().enumerate() {
+            if m.offset < resume[&m.partition] {
+                prop_assert_eq!(world.successes[i].load(AO::SeqCst), 1, "message {} below committable not handled", i);
+            }
+        }
+        gate.open.store(true, AO::SeqCst);
+        let report = pool.drain(DRAIN);
+        assert_drained(&report)?;
+        // Budget of unqueued messages returned; lanes emptied.
+        prop_assert_eq!(pool.capacity_used(), 0);
+        prop_assert!(report.stats.lane_depth.iter().all(|d| *d == 0));
+        if let Err(e) = world.check_order(&world.log.lock(), Ordering::Key) { prop_assert!(false, "{}", e); }
+        let resume: BTreeMap<i32, i64> = (0..4).map(|p| (p, tracker.committable(TOPIC, p).unwrap())).collect();
+        for (i, m) in world.msgs.iter().enumerate() {
+            let handled = world.successes[i].load(AO::SeqCst);
+            prop_assert!(handled <= 1);
+            if m.offset < resume[&m.partition] {
+                prop_assert_eq!(handled, 1, "message {} below committable not handled", i);
+            }
+        }
+
+        // Restart from the committed offsets: nothing is lost.
+        let tracker2 = Arc::new(OffsetTracker::new());
+        for (p, c) in &resume {
+            tracker2.set_next_fetch(&topic, *p, *c);
+        }
+        let pool2 = Pool::new(config(lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker2), world.handler(&tracker2)).unwrap();
+        let replay: Vec<Message> = world.msgs.iter().filter(|m| m.offset >= resume[&m.partition]).cloned().collect();
+        pool2.submit_batch(replay).unwrap();
+        let report2 = pool2.drain(DRAIN);
+        assert_drained(&report2)?;
+        for (i, s) in world.successes.iter().enumerate() {
+            prop_assert!(s.load(AO::SeqCst) >= 1, "message {} lost", i);
+        }
     }
 }
 

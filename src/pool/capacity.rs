@@ -94,6 +94,28 @@ impl Capacity {
         }
     }
 
+    /// Takes up to `n` units of the in-flight budget at once (as many as are
+    /// free, at most `n`); returns how many it took, 0 if none are free.
+    #[inline]
+    pub(crate) fn try_acquire_up_to(&self, n: usize) -> usize {
+        let mut cur = self.used.load(Ordering::SeqCst);
+        loop {
+            let take = self.max.saturating_sub(cur).min(n);
+            if take == 0 {
+                return 0;
+            }
+            match self.used.compare_exchange_weak(
+                cur,
+                cur + take,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return take,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
     /// Returns `n` units and wakes waiters if any.
     #[inline]
     pub(crate) fn release(&self, n: usize) {
