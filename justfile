@@ -56,7 +56,7 @@ build:
 
 # All tests (unit, property, integration against the real broker; starts one if none answers).
 test: kafka
-    cargo test --all-targets -- --test-threads 2
+    cargo test -- --test-threads 2
 
 # Formatting and lints, as CI checks them.
 lint:

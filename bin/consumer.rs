@@ -234,6 +234,7 @@ async fn run(args: Args) -> Result<()> {
         max_wait: args.fetch_max_wait,
         max_bytes: args.fetch_max_bytes,
         reset: args.reset,
+        ..FetchConfig::default()
     };
 
     let on_failure = match args.on_failure.as_str() {

@@ -151,7 +151,8 @@ tool() {
     delete-records) cls=org.apache.kafka.tools.DeleteRecordsCommand ;;
     broker-api-versions) cls=org.apache.kafka.tools.BrokerApiVersionsCommand ;;
     configs) cls=org.apache.kafka.admin.ConfigCommand ;;
-    *) echo "kafka-local: unknown tool '$name' (topics, consumer-groups, console-consumer, console-producer, get-offsets, delete-records, broker-api-versions, configs)" >&2; exit 2 ;;
+    producer-perf-test) cls=org.apache.kafka.tools.ProducerPerformance ;;
+    *) echo "kafka-local: unknown tool '$name' (topics, consumer-groups, console-consumer, console-producer, get-offsets, delete-records, broker-api-versions, configs, producer-perf-test)" >&2; exit 2 ;;
   esac
   fetch
   java_run WARN "$cls" "$@"

@@ -25,6 +25,9 @@ pub const HEADER_PARTITION: &str = "mykafkams.partition";
 /// Header carrying the offset the message had.
 pub const HEADER_OFFSET: &str = "mykafkams.offset";
 
+/// Longest a dead-letter write may take before it counts as failed.
+const DLQ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A producer for the dead-letter topic, usable from lane threads.
 pub struct DeadLetterQueue {
     topic: String,
@@ -90,8 +93,11 @@ impl DeadLetterQueue {
             timestamp: Utc::now(),
         };
         let client = &self.partitions[p as usize];
+        let produce = client.produce(vec![record], Compression::NoCompression);
         self.runtime
-            .block_on(client.produce(vec![record], Compression::NoCompression))
+            .block_on(tokio::time::timeout(DLQ_TIMEOUT, produce))
+            .map_err(|_| format!("no acknowledgement within {DLQ_TIMEOUT:?}"))
+            .and_then(|r| r.map_err(|e| short(&e)))
             .map(|_| {
                 tracing::warn!(
                     "dead-lettered {}/{}@{} to {}/{p}: {err}",
@@ -101,13 +107,7 @@ impl DeadLetterQueue {
                     self.topic
                 );
             })
-            .map_err(|e| {
-                format!(
-                    "producing to dead-letter topic {}/{p}: {}",
-                    self.topic,
-                    short(&e)
-                )
-            })
+            .map_err(|e| format!("producing to dead-letter topic {}/{p}: {e}", self.topic))
     }
 
     /// The pool failure policy that sends to this queue.

@@ -69,6 +69,8 @@ pub enum Error {
     },
     /// A second signal cut the graceful stop short.
     Aborted(String),
+    /// A bug or an unexpected runtime failure (a task panicked, a thread could not start).
+    Internal(String),
 }
 
 /// Result alias used across the crate.
@@ -83,7 +85,7 @@ impl Error {
             Error::UnknownTopic { .. } | Error::UnknownPartition { .. } => EXIT_NOT_FOUND,
             Error::Kafka { .. } => EXIT_KAFKA,
             Error::FailedMessages(_) => EXIT_FAILED_MESSAGES,
-            Error::Io { .. } => EXIT_INTERNAL,
+            Error::Io { .. } | Error::Internal(_) => EXIT_INTERNAL,
             Error::Aborted(_) => EXIT_ABORTED,
         }
     }
@@ -142,6 +144,7 @@ impl fmt::Display for Error {
             Error::FailedMessages(msg) => write!(f, "{msg}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Aborted(msg) => write!(f, "{msg}"),
+            Error::Internal(msg) => write!(f, "internal error: {msg} (please report it)"),
         }
     }
 }
@@ -182,6 +185,7 @@ mod tests {
             (Error::kafka("fetching", "boom"), 5),
             (Error::FailedMessages("1 failed".into()), 6),
             (Error::Aborted("second signal".into()), 130),
+            (Error::Internal("task panicked".into()), 1),
         ];
         for (err, code) in cases {
             assert_eq!(err.exit_code(), code, "{err}");

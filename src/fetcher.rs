@@ -35,6 +35,9 @@ pub struct FetchConfig {
     pub max_bytes: i32,
     /// What to do when the position is out of range.
     pub reset: Reset,
+    /// Longest a fetch may take beyond `max_wait` (retries included) before
+    /// it fails: a broker that went silent must not stall a partition forever.
+    pub request_timeout: Duration,
 }
 
 impl Default for FetchConfig {
@@ -43,6 +46,7 @@ impl Default for FetchConfig {
             max_wait: Duration::from_millis(500),
             max_bytes: 1024 * 1024,
             reset: Reset::Earliest,
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -132,15 +136,54 @@ impl PartitionFetcher {
         Ok(offset)
     }
 
+    /// An empty fetch below the high watermark means one of two things, told
+    /// apart by the last stable offset (what `Latest` returns under rskafka's
+    /// read-committed isolation):
+    /// - position < LSO: the log at the position holds no data record at or
+    ///   after it (a transaction marker, which rskafka drops, or a compacted
+    ///   tail of a batch). Without a step the same fetch would repeat at once,
+    ///   forever. Stepping one offset is safe: a data record at the position
+    ///   would have been returned.
+    /// - position >= LSO: an open transaction; wait for it (the broker's long
+    ///   poll already did), and treat the LSO as the end for `caught_up`.
+    async fn step_over_markers(&mut self) -> Result<()> {
+        let lso = self.resolve(Reset::Latest).await?;
+        if lso > self.next {
+            tracing::debug!(
+                topic = %self.topic,
+                partition = self.partition,
+                "no data record at offset {} (transaction marker or compacted); stepping over it",
+                self.next
+            );
+            self.next += 1;
+        } else {
+            self.high_watermark = lso;
+        }
+        Ok(())
+    }
+
     /// Fetches the next records (possibly none, after the broker's long poll)
     /// and advances the position past them. A position outside the log is reset
     /// as configured, with a warning, like Java's `auto.offset.reset`.
     pub async fn next_batch(&mut self) -> Result<Vec<Message>> {
         let max_wait = self.cfg.max_wait.as_millis().min(i32::MAX as u128) as i32;
-        let fetched = self
+        let fetch = self
             .client
-            .fetch_records(self.next, 1..self.cfg.max_bytes.max(1), max_wait)
-            .await;
+            .fetch_records(self.next, 1..self.cfg.max_bytes.max(1), max_wait);
+        let Ok(fetched) =
+            tokio::time::timeout(self.cfg.max_wait + self.cfg.request_timeout, fetch).await
+        else {
+            return Err(Error::kafka(
+                format!(
+                    "fetching {}/{} at offset {}",
+                    self.topic, self.partition, self.next
+                ),
+                format!(
+                    "no answer within {:?}",
+                    self.cfg.max_wait + self.cfg.request_timeout
+                ),
+            ));
+        };
         let (records, hwm) = match fetched {
             Ok(r) => r,
             Err(e) if is_protocol(&e, ProtocolError::OffsetOutOfRange) => {
@@ -166,6 +209,10 @@ impl PartitionFetcher {
             }
         };
         self.high_watermark = hwm;
+        if records.is_empty() && hwm > self.next {
+            self.step_over_markers().await?;
+            return Ok(Vec::new());
+        }
         let mut out = Vec::with_capacity(records.len());
         for r in records {
             // Offsets may have gaps (compaction, transaction markers): the next

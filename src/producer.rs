@@ -110,6 +110,10 @@ pub struct ProducerConfig {
     pub compression: Compression,
     /// Headers added to every record.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Longest a batch may wait for its acknowledgement, retries included;
+    /// then the batch counts as failed (a broker that went silent must not
+    /// hang the producer).
+    pub request_timeout: Duration,
 }
 
 impl ProducerConfig {
@@ -122,6 +126,7 @@ impl ProducerConfig {
             batch_bytes: 512 * 1024,
             compression: Compression::None,
             headers: Vec::new(),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -216,6 +221,7 @@ impl Producer {
                 linger: cfg.linger,
                 batch_bytes: cfg.batch_bytes.max(1),
                 compression,
+                request_timeout: cfg.request_timeout,
                 counters: Arc::clone(&counters),
             };
             tasks.push(tokio::spawn(batcher.run()));
@@ -310,6 +316,7 @@ struct Batcher {
     linger: Duration,
     batch_bytes: usize,
     compression: RsCompression,
+    request_timeout: Duration,
     counters: Arc<Counters>,
 }
 
@@ -341,16 +348,28 @@ impl Batcher {
                 }
             }
             let n = batch.len() as u64;
-            match self.client.produce(batch, self.compression).await {
-                Ok(_) => {
+            let sent = tokio::time::timeout(
+                self.request_timeout,
+                self.client.produce(batch, self.compression),
+            )
+            .await;
+            let failure = match sent {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(short(&e)),
+                Err(_) => Some(format!(
+                    "no acknowledgement within {:?}",
+                    self.request_timeout
+                )),
+            };
+            match failure {
+                None => {
                     self.counters.acknowledged.fetch_add(n, Ordering::Relaxed);
                 }
-                Err(e) => {
+                Some(e) => {
                     let msg = format!(
-                        "producing to {}/{}: {}",
+                        "producing to {}/{}: {e}",
                         self.client.topic(),
                         self.client.partition(),
-                        short(&e)
                     );
                     tracing::error!("{msg}");
                     self.counters.fail(n, msg);

@@ -93,6 +93,26 @@ fn from_offset_and_latest_start_where_asked() {
     assert_eq!(read("2"), "m2\nm3\n");
     assert_eq!(read("latest"), "");
     assert_eq!(read("earliest"), "m0\nm1\nm2\nm3\n");
+    // An offset outside the log is not trusted (nor committed back): the
+    // consumer starts at the --reset position (earliest) with a warning.
+    let group = unique("g");
+    let out = consumer()
+        .args([
+            &addr,
+            &topic,
+            "0",
+            &group,
+            "--from",
+            "1000000",
+            "--exit-at-end",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("outside the log"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "m0\nm1\nm2\nm3\n");
+    assert_eq!(describe_group(&group, &topic), vec![(0, 4, 0)]);
     // The default, committed, falls back to --reset for a new group.
     let out = consumer()
         .args([

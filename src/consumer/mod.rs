@@ -186,6 +186,10 @@ impl ConsumeSummary {
     /// (and exit code) for a failed message or an aborted stop.
     pub fn into_result(self) -> Result<()> {
         match self.reason {
+            StopReason::EndOfLog if self.unfinished > 0 => Err(Error::FailedMessages(format!(
+                "reached the end of the log but {} message(s) did not finish within the drain timeout; they will be redelivered",
+                self.unfinished
+            ))),
             StopReason::EndOfLog | StopReason::Signal => Ok(()),
             StopReason::Aborted => Err(Error::Aborted(format!(
                 "stop aborted by a second signal: {} message(s) left unfinished will be redelivered",
@@ -245,17 +249,33 @@ pub async fn run<H: Handler>(
             ..cfg.fetch.clone()
         };
         let mut f = PartitionFetcher::open(&client, &cfg.topic, p, fetch_cfg).await?;
-        let start = match cfg.start {
-            StartAt::Committed => match committed.get(&p) {
-                Some(&o) => o,
-                None => f.resolve(cfg.reset).await?,
-            },
-            StartAt::Earliest => f.resolve(Reset::Earliest).await?,
-            StartAt::Latest => f.resolve(Reset::Latest).await?,
-            StartAt::Offset(o) => o,
+        // Validate the start against the log before anything is committed: a
+        // committed offset past the end (topic recreated) or before the start
+        // (retention) would otherwise be committed back or refused later.
+        let earliest = f.resolve(Reset::Earliest).await?;
+        let latest = f.resolve(Reset::Latest).await?; // also the end, for lag and exit-at-end
+        let reset_to = match cfg.reset {
+            Reset::Earliest => earliest,
+            Reset::Latest => latest,
+        };
+        let wanted = match cfg.start {
+            StartAt::Committed => committed.get(&p).copied(),
+            StartAt::Earliest => Some(earliest),
+            StartAt::Latest => Some(latest),
+            StartAt::Offset(o) => Some(o),
+        };
+        let start = match wanted {
+            Some(o) if (earliest..=latest).contains(&o) => o,
+            Some(o) => {
+                tracing::warn!(
+                    "offset {o} of {topic}/{p} is outside the log ({earliest}..={latest}); starting at the {:?} offset {reset_to}",
+                    cfg.reset
+                );
+                reset_to
+            }
+            None => reset_to,
         };
         f.seek(start);
-        f.resolve(Reset::Latest).await?; // learn the end, for lag and exit-at-end
         tracker.set_next_fetch(&topic, p, start);
         tracing::debug!(topic = %topic, partition = p, "starting at offset {start} (end {})", f.high_watermark());
         fetchers.push(f);
@@ -302,7 +322,9 @@ pub async fn run<H: Handler>(
     let mut stats_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
     let mut health_tick = tokio::time::interval(Duration::from_millis(50));
-    shutdown.borrow_and_update();
+    // A signal that arrived during start-up is still unseen here, so the loop
+    // below stops at once. A caller that drops its sender just never stops us.
+    let mut signals_open = true;
     let mut fetch_error = None;
     let mut reason = loop {
         tokio::select! {
@@ -314,8 +336,8 @@ pub async fn run<H: Handler>(
             _ = stats_tick.tick() => {
                 eprintln!("{}", progress.line(&pool.stats(), &watermarks.lag(&topic, &tracker)));
             }
-            changed = shutdown.changed() => {
-                if changed.is_err() { continue; }
+            changed = shutdown.changed(), if signals_open => {
+                if changed.is_err() { signals_open = false; continue; }
                 tracing::info!("stop requested: finishing in-flight messages (a second signal aborts)");
                 break StopReason::Signal;
             }
@@ -325,7 +347,7 @@ pub async fn run<H: Handler>(
                         break StopReason::EndOfLog;
                     }
                     Some(Ok(Err(e))) => { fetch_error = Some(e); break StopReason::Signal; }
-                    Some(Err(e)) => { fetch_error = Some(Error::kafka("fetch task", e)); break StopReason::Signal; }
+                    Some(Err(e)) => { fetch_error = Some(Error::Internal(format!("a fetch task failed: {e}"))); break StopReason::Signal; }
                     _ => {}
                 }
             }
@@ -352,11 +374,16 @@ pub async fn run<H: Handler>(
                 p.drain(timeout)
             }
         });
-        // Two signals may arrive before the loop above saw the first: then
-        // the count is already 2 and the drain is cut short at once.
+        // The drain is cut short once two stop requests were made in all (two
+        // signals may have arrived before the loop above saw the first).
         let second_signal = async {
-            if *shutdown.borrow_and_update() < 2 {
-                let _ = shutdown.changed().await;
+            loop {
+                if *shutdown.borrow_and_update() >= 2 {
+                    return;
+                }
+                if shutdown.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
             }
         };
         tokio::select! {
@@ -368,7 +395,7 @@ pub async fn run<H: Handler>(
                 stopping.await
             }
         }
-        .map_err(|e| Error::kafka("stopping the worker pool", e))?
+        .map_err(|e| Error::Internal(format!("stopping the worker pool: {e}")))?
     };
     if report.failure.is_some() {
         reason = StopReason::Failed;

@@ -40,10 +40,7 @@ impl Handler for ExecHandler {
             .env("KAFKA_TOPIC", &*msg.topic)
             .env("KAFKA_PARTITION", msg.partition.to_string())
             .env("KAFKA_OFFSET", msg.offset.to_string())
-            .env(
-                "KAFKA_KEY",
-                String::from_utf8_lossy(msg.key.as_deref().unwrap_or_default()).as_ref(),
-            )
+            .env("KAFKA_KEY", key_env(msg.key.as_deref()))
             .stdin(Stdio::piped())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
@@ -90,6 +87,13 @@ impl Handler for ExecHandler {
     }
 }
 
+/// The key as an environment value: lossy UTF-8, with NUL bytes (which no
+/// environment can hold; Java's serialized numbers and UUIDs have them) shown
+/// as U+FFFD, so such a key never makes the command fail to start.
+fn key_env(key: Option<&[u8]>) -> String {
+    String::from_utf8_lossy(key.unwrap_or_default()).replace('\0', "\u{fffd}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +122,13 @@ mod tests {
             r#"v=$(cat); [ "$v" = payload ] && [ "$KAFKA_TOPIC" = orders ] && [ "$KAFKA_PARTITION" = 3 ] && [ "$KAFKA_OFFSET" = 42 ] && [ "$KAFKA_KEY" = acct-1 ]"#,
         );
         h.handle(&msg()).unwrap();
+    }
+
+    #[test]
+    fn a_key_with_nul_bytes_still_runs_the_command() {
+        let mut m = msg();
+        m.key = Some(Bytes::from_static(&[0, 0, 0, 42]));
+        sh(r#"[ -n "$KAFKA_KEY" ]"#).handle(&m).unwrap();
     }
 
     #[test]

@@ -224,3 +224,27 @@ pub fn describe_group(group: &str, topic: &str) -> Vec<(i32, i64, i64)> {
     rows.sort();
     rows
 }
+
+/// Runs `cmd` to completion like `output()`, but kills it and fails the test
+/// if it has not exited within `secs` seconds (a hang must not hang CI).
+pub fn output_within(mut cmd: Command, secs: u64) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning binary");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("{cmd:?} did not finish within {secs} s");
+        }
+    }
+}
