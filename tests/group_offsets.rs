@@ -8,44 +8,18 @@
 //! the clock), so runs never see each other's offsets.
 
 use std::collections::HashMap;
+mod common;
+
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chrono::Utc;
+use common::{require_broker, unique};
 use kafka_protocol::messages::ApiKey;
 use mykafkams::group::{GroupClient, GroupConfig, GroupError};
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
-
-fn bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_string())
-}
-
-/// Fails the test unless a broker accepts TCP connections at [`bootstrap`].
-fn require_broker() -> String {
-    let addr = bootstrap();
-    let reachable = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
-        .ok()
-        .into_iter()
-        .flatten()
-        .any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
-    assert!(
-        reachable,
-        "no Kafka broker at {addr}: start one with `just kafka-up` \
-         (or set KAFKA_BOOTSTRAP to a running broker)"
-    );
-    addr
-}
-
-/// A name no other run or test uses.
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
 
 /// Creates `topic` with `partitions` partitions and produces `records` records
 /// to each partition. Returns after the broker acknowledged them all.
