@@ -29,7 +29,8 @@ use crate::fetcher::{FetchConfig, PartitionFetcher, Reset};
 use crate::group::{GroupClient, GroupConfig};
 use crate::offsets::{OffsetTracker, PartitionOffsets};
 use crate::pool::{
-    FailedMessage, FailurePolicy, Handler, Ordering, Pool, PoolConfig, PoolStats, SubmitError,
+    BuildError, FailedMessage, FailurePolicy, Handler, Ordering, Pool, PoolConfig, PoolStats,
+    SubmitError,
 };
 
 use committer::Committer;
@@ -291,10 +292,12 @@ pub async fn run<H: Handler>(
         backoff_max: Duration::from_secs(30),
         failure_policy: on_failure,
     };
-    let pool = Arc::new(
-        Pool::new(pool_cfg, Arc::clone(&tracker), handler)
-            .map_err(|e| Error::Usage(e.to_string()))?,
-    );
+    let pool = Arc::new(Pool::new(pool_cfg, Arc::clone(&tracker), handler).map_err(
+        |e| match e {
+            BuildError::InvalidConfig(m) => Error::Usage(m),
+            BuildError::Spawn(e) => Error::Internal(format!("starting worker threads: {e}")),
+        },
+    )?);
     let mut committer = Committer::new(group, Arc::clone(&topic), partitions.clone(), committed);
 
     let (stop_tx, stop_rx) = watch::channel(false);
