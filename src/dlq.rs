@@ -95,7 +95,8 @@ impl DeadLetterQueue {
         let client = &self.partitions[p as usize];
         let produce = client.produce(vec![record], Compression::NoCompression);
         self.runtime
-            .block_on(tokio::time::timeout(DLQ_TIMEOUT, produce))
+            // The timer must be created inside the runtime: lane threads have none.
+            .block_on(async { tokio::time::timeout(DLQ_TIMEOUT, produce).await })
             .map_err(|_| format!("no acknowledgement within {DLQ_TIMEOUT:?}"))
             .and_then(|r| r.map_err(|e| short(&e)))
             .map(|_| {
