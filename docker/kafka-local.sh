@@ -152,7 +152,8 @@ tool() {
     broker-api-versions) cls=org.apache.kafka.tools.BrokerApiVersionsCommand ;;
     configs) cls=org.apache.kafka.admin.ConfigCommand ;;
     producer-perf-test) cls=org.apache.kafka.tools.ProducerPerformance ;;
-    *) echo "kafka-local: unknown tool '$name' (topics, consumer-groups, console-consumer, console-producer, get-offsets, delete-records, broker-api-versions, configs, producer-perf-test)" >&2; exit 2 ;;
+    transactional-message-copier) cls=org.apache.kafka.tools.TransactionalMessageCopier ;;
+    *) echo "kafka-local: unknown tool '$name' (topics, consumer-groups, console-consumer, console-producer, get-offsets, delete-records, broker-api-versions, configs, producer-perf-test, transactional-message-copier)" >&2; exit 2 ;;
   esac
   fetch
   java_run WARN "$cls" "$@"

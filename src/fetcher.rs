@@ -1,20 +1,51 @@
-//! Reading one partition: long-poll fetches that turn rskafka records into
-//! [`Message`]s and keep the position and the high watermark.
+//! Reading one partition: long-poll Fetch requests to the partition's leader
+//! over our own [`Connection`], decoded by [`crate::records`] into
+//! [`Message`]s, keeping the position and the end of the readable log.
 //!
 //! Idle partitions cost nothing: each fetch waits on the broker up to
 //! `max_wait` for data (the broker's long poll), so there is no busy loop.
+//!
+//! Fetches are read-committed: records of open transactions are not returned
+//! by the broker, records of aborted ones are dropped, and the end of the log
+//! (for lag and exit-at-end) is the last stable offset. The leader is found
+//! with a Metadata request to a bootstrap broker and found again when it moves
+//! or the connection breaks, with backoff, within `request_timeout`.
+//!
+//! rskafka still serves offset lookups ([`PartitionFetcher::resolve`]); its own
+//! fetch cannot decode transaction markers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{ApiKey, FetchRequest, MetadataRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use rskafka::client::Client;
-use rskafka::client::error::ProtocolError;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use tokio::time::Instant;
 
-use crate::cluster::{is_protocol, short};
+use crate::cluster::short;
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::protocol::{Connection, ConnectionConfig, ProtocolError, VersionRange};
+use crate::records::{AbortedTxn, decode_partition};
+
+/// Fetch versions we build and read. Kafka 4 dropped v0-3; v13+ name topics
+/// by id only, so we stop at v12 and name them.
+const FETCH_VERSIONS: VersionRange = VersionRange { min: 4, max: 12 };
+/// Metadata versions we build and read (Kafka 4 dropped v0-3).
+const METADATA_VERSIONS: VersionRange = VersionRange { min: 4, max: 12 };
+/// Fetch isolation level READ_COMMITTED.
+const READ_COMMITTED: i8 = 1;
+/// First pause between retries; doubles up to [`MAX_BACKOFF`].
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest wait for a TCP connection to a broker.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where to start when there is no usable position (none committed, or the
 /// position fell out of the log through retention).
@@ -53,7 +84,12 @@ impl Default for FetchConfig {
 
 /// A reader of one topic-partition.
 pub struct PartitionFetcher {
+    /// For offset lookups only.
     client: PartitionClient,
+    bootstrap: Vec<String>,
+    /// Connection to the partition's leader, found on first use and dropped
+    /// when it fails or the leader moves.
+    leader: Option<Connection>,
     topic: Arc<str>,
     partition: i32,
     next: i64,
@@ -61,11 +97,24 @@ pub struct PartitionFetcher {
     cfg: FetchConfig,
 }
 
+/// Why one fetch attempt did not deliver.
+enum Attempt {
+    /// Transient (leader moved, connection lost, timeout): find the leader
+    /// again and retry after a backoff.
+    Retry(String),
+    /// The position is outside the log.
+    OutOfRange,
+    /// Permanent: give up with this reason.
+    Fail(String),
+}
+
 impl PartitionFetcher {
-    /// Opens a reader on `topic`/`partition`. The start position is set later
-    /// with [`seek`](Self::seek) (see [`resolve`](Self::resolve)).
+    /// Opens a reader on `topic`/`partition`; `bootstrap` ("host:port" list)
+    /// is where the partition's leader is looked up. The start position is
+    /// set later with [`seek`](Self::seek) (see [`resolve`](Self::resolve)).
     pub async fn open(
         client: &Client,
+        bootstrap: &[String],
         topic: &str,
         partition: i32,
         cfg: FetchConfig,
@@ -81,6 +130,8 @@ impl PartitionFetcher {
             })?;
         Ok(Self {
             client: pc,
+            bootstrap: bootstrap.to_vec(),
+            leader: None,
             topic: Arc::from(topic),
             partition,
             next: 0,
@@ -99,12 +150,16 @@ impl PartitionFetcher {
         self.next
     }
 
-    /// The high watermark seen by the last fetch or lookup (-1 before any).
+    /// The end of the readable log as last seen (-1 before any fetch or
+    /// lookup): the last stable offset, since reads are read-committed, so
+    /// it stops before an open transaction and lag counts readable records.
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark
     }
 
-    /// Whether the position has reached the end of the log as last seen.
+    /// Whether the position has reached the end of the readable log as last
+    /// seen (a log ending in a transaction marker, or with an open
+    /// transaction ahead, counts as reached).
     pub fn caught_up(&self) -> bool {
         self.high_watermark >= 0 && self.next >= self.high_watermark
     }
@@ -114,7 +169,8 @@ impl PartitionFetcher {
         self.next = offset;
     }
 
-    /// The earliest or latest offset of the partition.
+    /// The earliest or latest offset of the partition (latest: the last
+    /// stable offset, as the lookup is read-committed).
     pub async fn resolve(&mut self, at: Reset) -> Result<i64> {
         let what = match at {
             Reset::Earliest => OffsetAt::Earliest,
@@ -136,103 +192,308 @@ impl PartitionFetcher {
         Ok(offset)
     }
 
-    /// An empty fetch below the high watermark means one of two things, told
-    /// apart by the last stable offset (what `Latest` returns under rskafka's
-    /// read-committed isolation):
-    /// - position < LSO: the log at the position holds no data record at or
-    ///   after it (a transaction marker, which rskafka drops, or a compacted
-    ///   tail of a batch). Without a step the same fetch would repeat at once,
-    ///   forever. Stepping one offset is safe: a data record at the position
-    ///   would have been returned.
-    /// - position >= LSO: an open transaction; wait for it (the broker's long
-    ///   poll already did), and treat the LSO as the end for `caught_up`.
-    async fn step_over_markers(&mut self) -> Result<()> {
-        let lso = self.resolve(Reset::Latest).await?;
-        if lso > self.next {
-            tracing::debug!(
-                topic = %self.topic,
-                partition = self.partition,
-                "no data record at offset {} (transaction marker or compacted); stepping over it",
-                self.next
-            );
-            self.next += 1;
-        } else {
-            self.high_watermark = lso;
+    /// Fetches the next records (possibly none, after the broker's long poll)
+    /// and advances the position past every batch seen. A position outside
+    /// the log is reset as configured, with a warning, like Java's
+    /// `auto.offset.reset`. Transient failures are retried (finding the
+    /// leader again) for up to `request_timeout` beyond `max_wait`.
+    pub async fn next_batch(&mut self) -> Result<Vec<Message>> {
+        let budget = self.cfg.max_wait + self.cfg.request_timeout;
+        let deadline = Instant::now() + budget;
+        let mut backoff = INITIAL_BACKOFF;
+        loop {
+            let outcome = match tokio::time::timeout_at(deadline, self.try_fetch()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Attempt::Retry(format!("no answer within {budget:?}"))),
+            };
+            let reason = match outcome {
+                Ok(part) => return self.accept(part),
+                Err(Attempt::OutOfRange) => {
+                    let to = self.resolve(self.cfg.reset).await?;
+                    tracing::warn!(
+                        topic = %self.topic,
+                        partition = self.partition,
+                        "offset {} is out of range; resetting to {:?} offset {to}",
+                        self.next,
+                        self.cfg.reset
+                    );
+                    self.next = to;
+                    return Ok(Vec::new());
+                }
+                Err(Attempt::Fail(reason)) => return Err(self.error(reason)),
+                Err(Attempt::Retry(reason)) => reason,
+            };
+            self.leader = None;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(self.error(format!("{reason} (gave up retrying after {budget:?})")));
+            }
+            tracing::debug!(topic = %self.topic, partition = self.partition, %reason, ?backoff, "retrying fetch");
+            tokio::time::sleep(backoff.min(deadline - now)).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-        Ok(())
     }
 
-    /// Fetches the next records (possibly none, after the broker's long poll)
-    /// and advances the position past them. A position outside the log is reset
-    /// as configured, with a warning, like Java's `auto.offset.reset`.
-    pub async fn next_batch(&mut self) -> Result<Vec<Message>> {
-        let max_wait = self.cfg.max_wait.as_millis().min(i32::MAX as u128) as i32;
-        let fetch = self
-            .client
-            .fetch_records(self.next, 1..self.cfg.max_bytes.max(1), max_wait);
-        let Ok(fetched) =
-            tokio::time::timeout(self.cfg.max_wait + self.cfg.request_timeout, fetch).await
-        else {
-            return Err(Error::kafka(
-                format!(
-                    "fetching {}/{} at offset {}",
-                    self.topic, self.partition, self.next
-                ),
-                format!(
-                    "no answer within {:?}",
-                    self.cfg.max_wait + self.cfg.request_timeout
-                ),
-            ));
+    /// The one-line error of a failed fetch, naming partition and offset.
+    fn error(&self, reason: String) -> Error {
+        Error::kafka(
+            format!(
+                "fetching {}/{} at offset {}",
+                self.topic, self.partition, self.next
+            ),
+            reason,
+        )
+    }
+
+    /// Decodes a partition's answer, moves the position and the end.
+    fn accept(&mut self, part: PartitionData) -> Result<Vec<Message>> {
+        self.high_watermark = if part.last_stable_offset >= 0 {
+            part.last_stable_offset
+        } else {
+            part.high_watermark
         };
-        let (records, hwm) = match fetched {
-            Ok(r) => r,
-            Err(e) if is_protocol(&e, ProtocolError::OffsetOutOfRange) => {
-                let to = self.resolve(self.cfg.reset).await?;
-                tracing::warn!(
-                    topic = %self.topic,
-                    partition = self.partition,
-                    "offset {} is out of range; resetting to {:?} offset {to}",
-                    self.next,
-                    self.cfg.reset
-                );
-                self.next = to;
-                return Ok(Vec::new());
-            }
-            Err(e) => {
-                return Err(Error::kafka(
-                    format!(
-                        "fetching {}/{} at offset {}",
-                        self.topic, self.partition, self.next
-                    ),
-                    short(&e),
-                ));
-            }
-        };
-        self.high_watermark = hwm;
-        if records.is_empty() && hwm > self.next {
-            self.step_over_markers().await?;
+        let aborted: Vec<AbortedTxn> = part
+            .aborted_transactions
+            .iter()
+            .flatten()
+            .map(|t| AbortedTxn {
+                producer_id: t.producer_id.0,
+                first_offset: t.first_offset,
+            })
+            .collect();
+        let Some(records) = part.records else {
             return Ok(Vec::new());
+        };
+        let decoded = decode_partition(&self.topic, self.partition, &records, self.next, &aborted)
+            .map_err(|e| self.error(format!("the broker sent undecodable records: {e}")))?;
+        if let Some(next) = decoded.next_offset {
+            self.next = self.next.max(next);
         }
-        let mut out = Vec::with_capacity(records.len());
-        for r in records {
-            // Offsets may have gaps (compaction, transaction markers): the next
-            // position is after the last record seen, never a computed count.
-            self.next = self.next.max(r.offset + 1);
-            out.push(Message {
-                topic: Arc::clone(&self.topic),
-                partition: self.partition,
-                offset: r.offset,
-                key: r.record.key.map(Bytes::from),
-                value: r.record.value.map(Bytes::from),
-                timestamp_ms: r.record.timestamp.timestamp_millis(),
-                headers: r
-                    .record
-                    .headers
-                    .into_iter()
-                    .map(|(k, v)| (k, Bytes::from(v)))
-                    .collect(),
-            });
+        Ok(decoded.messages)
+    }
+
+    /// One Fetch round trip to the leader (found first if needed).
+    async fn try_fetch(&mut self) -> std::result::Result<PartitionData, Attempt> {
+        if self.leader.is_none() {
+            self.leader = Some(self.find_leader().await?);
         }
-        Ok(out)
+        let conn = self.leader.as_ref().expect("just set");
+        let version = conn
+            .negotiate(ApiKey::Fetch, FETCH_VERSIONS)
+            .map_err(protocol_failure)?;
+        let max_wait_ms = self.cfg.max_wait.as_millis().min(i32::MAX as u128) as i32;
+        let max_bytes = self.cfg.max_bytes.max(1);
+        let topic_name = TopicName(StrBytes::from_string(self.topic.to_string()));
+        let request = FetchRequest::default()
+            .with_replica_id((-1).into())
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(max_bytes)
+            .with_isolation_level(READ_COMMITTED)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(topic_name)
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(self.partition)
+                            .with_current_leader_epoch(-1)
+                            .with_fetch_offset(self.next)
+                            .with_log_start_offset(-1)
+                            .with_partition_max_bytes(max_bytes),
+                    ]),
+            ]);
+        let response = conn
+            .send(&request, version)
+            .await
+            .map_err(protocol_failure)?;
+        if let Some(e) = ResponseError::try_from_code(response.error_code) {
+            return Err(classify(e));
+        }
+        let part = response
+            .responses
+            .into_iter()
+            .filter(|t| *t.topic.0 == *self.topic)
+            .flat_map(|t| t.partitions)
+            .find(|p| p.partition_index == self.partition)
+            .ok_or_else(|| {
+                Attempt::Retry(format!(
+                    "broker {} answered without {}/{}",
+                    conn.broker(),
+                    self.topic,
+                    self.partition
+                ))
+            })?;
+        match ResponseError::try_from_code(part.error_code) {
+            None => Ok(part),
+            Some(e) => Err(classify(e)),
+        }
+    }
+
+    /// Asks the bootstrap brokers, in order, for the partition's leader and
+    /// connects to it.
+    async fn find_leader(&self) -> std::result::Result<Connection, Attempt> {
+        if self.bootstrap.is_empty() {
+            return Err(Attempt::Fail("no bootstrap broker given".into()));
+        }
+        let mut last = String::new();
+        for addr in &self.bootstrap {
+            let conn = match Connection::connect(addr, self.connection_config()).await {
+                Ok(c) => c,
+                Err(e) if e.is_transport() => {
+                    last = e.to_string();
+                    continue;
+                }
+                Err(e) => return Err(protocol_failure(e)),
+            };
+            let leader = self.leader_address(&conn).await?;
+            if leader == conn.broker() {
+                return Ok(conn);
+            }
+            tracing::debug!(topic = %self.topic, partition = self.partition, %leader, "found the partition leader");
+            return Connection::connect(&leader, self.connection_config())
+                .await
+                .map_err(|e| {
+                    if e.is_transport() {
+                        Attempt::Retry(format!("leader {leader}: {e}"))
+                    } else {
+                        protocol_failure(e)
+                    }
+                });
+        }
+        Err(Attempt::Retry(last))
+    }
+
+    /// One Metadata round trip: the leader's "host:port".
+    async fn leader_address(&self, conn: &Connection) -> std::result::Result<String, Attempt> {
+        let version = conn
+            .negotiate(ApiKey::Metadata, METADATA_VERSIONS)
+            .map_err(protocol_failure)?;
+        let name = TopicName(StrBytes::from_string(self.topic.to_string()));
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name)),
+            ]))
+            .with_allow_auto_topic_creation(false);
+        let response = conn
+            .send(&request, version)
+            .await
+            .map_err(protocol_failure)?;
+        let topic = response
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| *n.0 == *self.topic))
+            .ok_or_else(|| {
+                Attempt::Retry(format!("{} did not describe the topic", conn.broker()))
+            })?;
+        if let Some(e) = ResponseError::try_from_code(topic.error_code) {
+            return Err(classify(e));
+        }
+        let part = topic
+            .partitions
+            .iter()
+            .find(|p| p.partition_index == self.partition)
+            .ok_or_else(|| {
+                Attempt::Fail(format!(
+                    "topic {} has no partition {}",
+                    self.topic, self.partition
+                ))
+            })?;
+        if let Some(e) = ResponseError::try_from_code(part.error_code) {
+            return Err(classify(e));
+        }
+        let broker = response
+            .brokers
+            .iter()
+            .find(|b| b.node_id == part.leader_id)
+            .ok_or_else(|| {
+                Attempt::Retry(format!(
+                    "no leader for {}/{} (leader id {})",
+                    self.topic, self.partition, part.leader_id.0
+                ))
+            })?;
+        Ok(format_addr(&broker.host, broker.port))
+    }
+
+    /// Timeouts of the leader connection: a request may legitimately take
+    /// `max_wait` (the long poll) before the broker answers.
+    fn connection_config(&self) -> ConnectionConfig {
+        ConnectionConfig {
+            connect_timeout: CONNECT_TIMEOUT.min(self.cfg.request_timeout),
+            request_timeout: self.cfg.max_wait + self.cfg.request_timeout,
+            ..ConnectionConfig::default()
+        }
+    }
+}
+
+/// Leader trouble is retried after finding the leader again; a position
+/// outside the log is reset; anything else fails.
+fn classify(e: ResponseError) -> Attempt {
+    use ResponseError as E;
+    match e {
+        E::OffsetOutOfRange => Attempt::OutOfRange,
+        E::NotLeaderOrFollower
+        | E::UnknownLeaderEpoch
+        | E::FencedLeaderEpoch
+        | E::LeaderNotAvailable
+        | E::ReplicaNotAvailable
+        | E::KafkaStorageError
+        | E::NotEnoughReplicas
+        | E::RequestTimedOut => Attempt::Retry(format!("{e:?} (code {})", e.code())),
+        other => Attempt::Fail(format!("{other:?} (code {}): {other}", other.code())),
+    }
+}
+
+/// A transport failure is retried on a new connection; a protocol mismatch
+/// is not.
+fn protocol_failure(e: ProtocolError) -> Attempt {
+    if e.is_transport() {
+        Attempt::Retry(e.to_string())
+    } else {
+        Attempt::Fail(e.to_string())
+    }
+}
+
+/// "host:port", bracketing IPv6 literals so the address parses again.
+fn format_addr(host: &str, port: i32) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_trouble_is_retried_out_of_range_resets_others_fail() {
+        for e in [
+            ResponseError::NotLeaderOrFollower,
+            ResponseError::UnknownLeaderEpoch,
+            ResponseError::FencedLeaderEpoch,
+            ResponseError::LeaderNotAvailable,
+        ] {
+            assert!(matches!(classify(e), Attempt::Retry(_)), "{e:?}");
+        }
+        assert!(matches!(
+            classify(ResponseError::OffsetOutOfRange),
+            Attempt::OutOfRange
+        ));
+        match classify(ResponseError::TopicAuthorizationFailed) {
+            Attempt::Fail(reason) => {
+                assert!(reason.contains("TopicAuthorizationFailed"), "{reason}");
+                assert!(!reason.contains('\n'), "{reason}");
+            }
+            _ => panic!("authorization errors are permanent"),
+        }
+    }
+
+    #[test]
+    fn ipv6_leaders_are_bracketed() {
+        assert_eq!(format_addr("::1", 9092), "[::1]:9092");
+        assert_eq!(format_addr("kafka", 9092), "kafka:9092");
     }
 }

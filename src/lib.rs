@@ -17,6 +17,7 @@ pub mod error;
 pub mod fetcher;
 pub mod handlers;
 pub mod producer;
+pub mod records;
 
 pub use error::{Error, Result};
 

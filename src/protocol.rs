@@ -1,7 +1,8 @@
 //! A minimal Kafka connection of our own, for the APIs rskafka does not speak.
 //!
-//! rskafka covers produce, fetch and metadata but has no consumer-group APIs
-//! (FindCoordinator, OffsetCommit, OffsetFetch, JoinGroup, ...). Those are
+//! rskafka covers produce and metadata but has no consumer-group APIs
+//! (FindCoordinator, OffsetCommit, OffsetFetch, JoinGroup, ...), and its fetch
+//! cannot decode transaction markers. Those, and our Metadata + Fetch, are
 //! encoded with the `kafka-protocol` crate's generated message types and sent
 //! over this connection: a tokio `TcpStream` with Kafka's 4-byte big-endian
 //! length framing, a request header carrying a correlation id and the client
@@ -20,11 +21,11 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader,
-    SyncGroupRequest, SyncGroupResponse,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, MetadataRequest,
+    MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, RequestHeader, ResponseHeader, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -77,6 +78,9 @@ api_requests! {
     SyncGroupRequest => SyncGroupResponse, SyncGroup;
     HeartbeatRequest => HeartbeatResponse, Heartbeat;
     LeaveGroupRequest => LeaveGroupResponse, LeaveGroup;
+    // The consumer's fetch path (rskafka cannot decode transaction markers).
+    MetadataRequest => MetadataResponse, Metadata;
+    FetchRequest => FetchResponse, Fetch;
 }
 
 /// Timeouts and limits of one connection.

@@ -249,7 +249,8 @@ pub async fn run<H: Handler>(
             reset: cfg.reset,
             ..cfg.fetch.clone()
         };
-        let mut f = PartitionFetcher::open(&client, &cfg.topic, p, fetch_cfg).await?;
+        let mut f =
+            PartitionFetcher::open(&client, &cfg.cluster.brokers, &cfg.topic, p, fetch_cfg).await?;
         // Validate the start against the log before anything is committed: a
         // committed offset past the end (topic recreated) or before the start
         // (retention) would otherwise be committed back or refused later.

@@ -1,0 +1,581 @@
+//! Decoding the `records` bytes of one partition in a Fetch response into
+//! [`Message`]s, with Kafka's read-committed rules.
+//!
+//! Kafka returns whole record batches (v2 format): a batch may start before
+//! the fetch offset, the last batch may be cut short by the size limit, and
+//! control batches (transaction COMMIT/ABORT markers) take offsets but carry
+//! no data. [`decode_partition`] handles all three:
+//!
+//! - records before the fetch offset are skipped;
+//! - a truncated last batch is ignored (fetched again next time);
+//! - control batches are skipped, but the position moves past every complete
+//!   batch seen (`last offset + 1`), so markers and compacted batch tails
+//!   never stall a reader;
+//! - records of aborted transactions are dropped, using the response's list
+//!   of aborted transactions and the ABORT markers, as Kafka's Java consumer
+//!   does (`CompletedFetch`).
+//!
+//! Batch headers are checked (CRC, format) by `kafka-protocol`'s decoder and
+//! bodies decompressed by its codecs; records are parsed here so that headers
+//! keep their wire order and duplicates.
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use kafka_protocol::compression::{self as codec, Decompressor};
+use kafka_protocol::records::{BatchDecodeInfo, Compression, RecordBatchDecoder};
+
+use crate::message::Message;
+
+/// Bytes before a batch's `length` field ends: base offset (8) + length (4).
+const LOG_OVERHEAD: usize = 12;
+/// Size of a v2 batch header, from the base offset to the record count.
+const BATCH_HEADER: usize = 61;
+/// Position of the magic byte in a batch.
+const MAGIC_AT: usize = 16;
+/// Position of the `lastOffsetDelta` field in a v2 batch.
+const LAST_OFFSET_DELTA_AT: usize = 23;
+/// Control record type of an ABORT marker (COMMIT is 1).
+const CONTROL_ABORT: i16 = 0;
+
+/// A transaction the broker reports as aborted within the fetched range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// Producer that aborted.
+    pub producer_id: i64,
+    /// Offset of the transaction's first record.
+    pub first_offset: i64,
+}
+
+/// The outcome of decoding one partition's records.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Data records at or after the fetch offset, in offset order, minus
+    /// those of aborted transactions.
+    pub messages: Vec<Message>,
+    /// The offset after the last complete batch seen, if any batch was
+    /// complete: where the next fetch starts.
+    pub next_offset: Option<i64>,
+}
+
+/// Decodes `records` (the partition's record bytes of a Fetch response,
+/// fetched from offset `from`) into the messages a read-committed consumer
+/// delivers. `aborted` is the response's aborted-transaction list (empty
+/// under read-uncommitted).
+///
+/// Fails (with a one-line reason) only on a corrupt complete batch: a bad
+/// CRC, an unsupported format, an undecodable record. A partial batch at the
+/// end is not an error.
+pub fn decode_partition(
+    topic: &Arc<str>,
+    partition: i32,
+    records: &Bytes,
+    from: i64,
+    aborted: &[AbortedTxn],
+) -> Result<Decoded, String> {
+    let mut pending: Vec<AbortedTxn> = aborted.to_vec();
+    // Ascending by first offset; consumed from the front.
+    pending.sort_by_key(|t| std::cmp::Reverse(t.first_offset));
+    let mut aborted_producers: HashSet<i64> = HashSet::new();
+    let mut out = Decoded::default();
+    let mut rest = records.clone();
+    while let Some(batch) = next_batch(&mut rest) {
+        let base_offset = i64::from_be_bytes(batch[0..8].try_into().expect("8 bytes"));
+        let magic = batch[MAGIC_AT] as i8;
+        if magic != 2 {
+            return Err(format!(
+                "batch at offset {base_offset} uses message format v{magic}, which is not supported (only v2)"
+            ));
+        }
+        if batch.len() < BATCH_HEADER {
+            return Err(format!(
+                "batch at offset {base_offset} is shorter than a batch header"
+            ));
+        }
+        let info = batch_info(&batch)
+            .map_err(|e| format!("corrupt batch at offset {base_offset}: {e}"))?;
+        let delta = i32::from_be_bytes(
+            batch[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        let last_offset = base_offset.saturating_add(i64::from(delta.max(0)));
+        out.next_offset = Some(out.next_offset.unwrap_or(from).max(last_offset + 1));
+
+        // Transactions whose first record is at or before this batch's end
+        // are now in effect (Java: consumeAbortedTransactionsUpTo).
+        if info.producer_id >= 0 {
+            while pending
+                .last()
+                .is_some_and(|t| t.first_offset <= last_offset)
+            {
+                let t = pending.pop().expect("checked");
+                aborted_producers.insert(t.producer_id);
+            }
+        }
+        if info.control {
+            let records = batch_records(&batch, &info)
+                .map_err(|e| format!("corrupt control batch at offset {base_offset}: {e}"))?;
+            if records
+                .first()
+                .is_some_and(|r| control_type(r.key.as_ref()) == Some(CONTROL_ABORT))
+            {
+                aborted_producers.remove(&info.producer_id);
+            }
+            continue;
+        }
+        if info.transactional && aborted_producers.contains(&info.producer_id) {
+            continue;
+        }
+        if last_offset < from {
+            continue;
+        }
+        let records = batch_records(&batch, &info)
+            .map_err(|e| format!("corrupt batch at offset {base_offset}: {e}"))?;
+        for r in records {
+            if r.offset < from {
+                continue;
+            }
+            out.messages.push(Message {
+                topic: Arc::clone(topic),
+                partition,
+                offset: r.offset,
+                key: r.key,
+                value: r.value,
+                timestamp_ms: r.timestamp_ms,
+                headers: r.headers,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Splits the next complete batch off `rest`; `None` at the end or when
+/// only a partial batch is left.
+fn next_batch(rest: &mut Bytes) -> Option<Bytes> {
+    if rest.len() < LOG_OVERHEAD {
+        return None;
+    }
+    let length = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
+    let total = usize::try_from(length).ok()?.checked_add(LOG_OVERHEAD)?;
+    if length < 0 || rest.len() < total || total <= MAGIC_AT {
+        return None;
+    }
+    Some(rest.split_to(total))
+}
+
+/// The batch header, checked (CRC included) by `kafka-protocol`.
+fn batch_info(batch: &Bytes) -> Result<BatchDecodeInfo, String> {
+    let mut buf = batch.clone();
+    let mut infos = RecordBatchDecoder::decode_batch_info(&mut buf).map_err(|e| one_line(&e))?;
+    infos.pop().ok_or_else(|| "no batch header".to_string())
+}
+
+/// One record of a batch, before it becomes a [`Message`].
+#[derive(Debug)]
+struct RawRecord {
+    offset: i64,
+    timestamp_ms: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    headers: Vec<(String, Bytes)>,
+}
+
+/// Decompresses the batch body and parses its records.
+fn batch_records(batch: &Bytes, info: &BatchDecodeInfo) -> Result<Vec<RawRecord>, String> {
+    let mut body = batch.slice(BATCH_HEADER..);
+    // The codecs want an `anyhow` result; ours rides inside it.
+    let parse = |buf: &mut Bytes| Ok(parse_records(buf, info));
+    let result = match info.compression {
+        Compression::None => codec::None::decompress(&mut body, parse),
+        #[cfg(feature = "gzip")]
+        Compression::Gzip => codec::Gzip::decompress(&mut body, parse),
+        #[cfg(feature = "snappy")]
+        Compression::Snappy => codec::Snappy::decompress(&mut body, parse),
+        #[cfg(feature = "lz4")]
+        Compression::Lz4 => codec::Lz4::decompress(&mut body, parse),
+        #[cfg(feature = "zstd")]
+        Compression::Zstd => codec::Zstd::decompress(&mut body, parse),
+        #[allow(unreachable_patterns)]
+        other => {
+            let name = format!("{other:?}").to_lowercase();
+            return Err(format!(
+                "{name} compression is not enabled in this build (cargo feature `{name}`)"
+            ));
+        }
+    };
+    result.map_err(|e| one_line(&e))?
+}
+
+/// Parses `info.record_count` v2 records.
+fn parse_records(buf: &mut Bytes, info: &BatchDecodeInfo) -> Result<Vec<RawRecord>, String> {
+    let count = usize::try_from(info.record_count).unwrap_or(0);
+    // Each record takes at least 7 bytes: never trust the count for the allocation.
+    let mut records = Vec::with_capacity(count.min(buf.remaining() / 7 + 1));
+    for i in 0..count {
+        let r = parse_record(buf, info).map_err(|e| format!("record {i}: {e}"))?;
+        records.push(r);
+    }
+    Ok(records)
+}
+
+/// A zigzag varint of at most `max_bytes` bytes (5 for 32 bits, 10 for 64).
+fn varlong_of(buf: &mut Bytes, max_bytes: usize) -> Result<i64, String> {
+    let mut raw: u64 = 0;
+    for i in 0..max_bytes {
+        if !buf.has_remaining() {
+            return Err("varint runs past the end of the record".into());
+        }
+        let b = buf.get_u8();
+        raw |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+        }
+    }
+    Err("varint is too long".into())
+}
+
+fn varint(buf: &mut Bytes) -> Result<i32, String> {
+    let v = varlong_of(buf, 5)?;
+    i32::try_from(v).map_err(|_| format!("varint {v} is out of range"))
+}
+
+fn take(buf: &mut Bytes, len: usize, what: &str) -> Result<Bytes, String> {
+    if buf.remaining() < len {
+        return Err(format!("{what} runs past the end of the record"));
+    }
+    Ok(buf.split_to(len))
+}
+
+/// A nullable length-prefixed byte string (-1 = null).
+fn nullable(buf: &mut Bytes, what: &str) -> Result<Option<Bytes>, String> {
+    let len = varint(buf)?;
+    match len.cmp(&-1) {
+        Ordering::Less => Err(format!("negative {what} length {len}")),
+        Ordering::Equal => Ok(None),
+        Ordering::Greater => take(buf, len as usize, what).map(Some),
+    }
+}
+
+fn parse_record(buf: &mut Bytes, info: &BatchDecodeInfo) -> Result<RawRecord, String> {
+    let size = varint(buf)?;
+    let size = usize::try_from(size).map_err(|_| format!("negative record size {size}"))?;
+    let mut rec = take(buf, size, "record")?;
+    let buf = &mut rec;
+    if !buf.has_remaining() {
+        return Err("empty record".into());
+    }
+    let _attributes = buf.get_i8();
+    let timestamp_delta = varlong_of(buf, 10)?;
+    let offset_delta = varint(buf)?;
+    let key = nullable(buf, "key")?;
+    let value = nullable(buf, "value")?;
+    let header_count = varint(buf)?;
+    let header_count = usize::try_from(header_count)
+        .map_err(|_| format!("negative header count {header_count}"))?;
+    let mut headers = Vec::with_capacity(header_count.min(buf.remaining() / 2 + 1));
+    for _ in 0..header_count {
+        let name_len = varint(buf)?;
+        let name_len = usize::try_from(name_len)
+            .map_err(|_| format!("negative header name length {name_len}"))?;
+        let name = take(buf, name_len, "header name")?;
+        let name = String::from_utf8_lossy(&name).into_owned();
+        let value = nullable(buf, "header value")?.unwrap_or_default();
+        headers.push((name, value));
+    }
+    Ok(RawRecord {
+        offset: info.min_offset.saturating_add(i64::from(offset_delta)),
+        timestamp_ms: info.min_timestamp.saturating_add(timestamp_delta),
+        key,
+        value,
+        headers,
+    })
+}
+
+/// The type of a control record from its key (version i16, type i16).
+fn control_type(key: Option<&Bytes>) -> Option<i16> {
+    let key = key?;
+    (key.len() >= 4).then(|| i16::from_be_bytes([key[2], key[3]]))
+}
+
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+    fn topic() -> Arc<str> {
+        Arc::from("t")
+    }
+
+    struct Batch {
+        base: i64,
+        count: i64,
+        producer_id: i64,
+        transactional: bool,
+        control: Option<i16>,
+        compression: Compression,
+    }
+
+    fn data(base: i64, count: i64) -> Batch {
+        Batch {
+            base,
+            count,
+            producer_id: -1,
+            transactional: false,
+            control: None,
+            compression: Compression::None,
+        }
+    }
+
+    fn txn(base: i64, count: i64, pid: i64) -> Batch {
+        Batch {
+            producer_id: pid,
+            transactional: true,
+            ..data(base, count)
+        }
+    }
+
+    fn marker(offset: i64, pid: i64, kind: i16) -> Batch {
+        Batch {
+            control: Some(kind),
+            ..txn(offset, 1, pid)
+        }
+    }
+
+    fn encode(batches: &[Batch]) -> Bytes {
+        let mut buf = BytesMut::new();
+        for b in batches {
+            let records: Vec<Record> = (0..b.count)
+                .map(|i| {
+                    let (key, value) = match b.control {
+                        Some(kind) => {
+                            let mut k = vec![0, 0];
+                            k.extend_from_slice(&kind.to_be_bytes());
+                            (
+                                Some(Bytes::from(k)),
+                                Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
+                            )
+                        }
+                        None => (
+                            Some(Bytes::from(format!("k{}", b.base + i))),
+                            Some(Bytes::from(format!("v{}", b.base + i))),
+                        ),
+                    };
+                    let mut r = Record {
+                        transactional: b.transactional,
+                        control: b.control.is_some(),
+                        delete_horizon: false,
+                        partition_leader_epoch: 0,
+                        producer_id: b.producer_id,
+                        producer_epoch: 0,
+                        timestamp_type: TimestampType::Creation,
+                        offset: b.base + i,
+                        sequence: i as i32,
+                        timestamp: 1_000 + b.base + i,
+                        key,
+                        value,
+                        headers: Default::default(),
+                    };
+                    if b.control.is_none() {
+                        r.headers.insert(
+                            StrBytes::from_static_str("h"),
+                            Some(Bytes::from_static(b"1")),
+                        );
+                    }
+                    r
+                })
+                .collect();
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression: b.compression,
+            };
+            RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode");
+        }
+        buf.freeze()
+    }
+
+    fn offsets(d: &Decoded) -> Vec<i64> {
+        d.messages.iter().map(|m| m.offset).collect()
+    }
+
+    #[test]
+    fn plain_batches_decode_with_keys_values_timestamps_and_headers() {
+        let bytes = encode(&[data(0, 3), data(3, 2)]);
+        let d = decode_partition(&topic(), 4, &bytes, 0, &[]).unwrap();
+        assert_eq!(offsets(&d), vec![0, 1, 2, 3, 4]);
+        assert_eq!(d.next_offset, Some(5));
+        let m = &d.messages[3];
+        assert_eq!(m.partition, 4);
+        assert_eq!(m.key.as_deref(), Some(&b"k3"[..]));
+        assert_eq!(m.value.as_deref(), Some(&b"v3"[..]));
+        assert_eq!(m.timestamp_ms, 1_003);
+        assert_eq!(m.headers, vec![("h".to_string(), Bytes::from_static(b"1"))]);
+    }
+
+    #[test]
+    fn records_before_the_fetch_offset_are_skipped() {
+        let bytes = encode(&[data(10, 5)]);
+        let d = decode_partition(&topic(), 0, &bytes, 13, &[]).unwrap();
+        assert_eq!(offsets(&d), vec![13, 14]);
+        assert_eq!(d.next_offset, Some(15));
+    }
+
+    #[test]
+    fn markers_are_skipped_but_the_position_moves_past_them() {
+        let bytes = encode(&[txn(0, 3, 7), marker(3, 7, 1)]);
+        let d = decode_partition(&topic(), 0, &bytes, 0, &[]).unwrap();
+        assert_eq!(offsets(&d), vec![0, 1, 2]);
+        assert_eq!(d.next_offset, Some(4));
+        // A response holding only the marker still moves the position.
+        let only = encode(&[marker(3, 7, 1)]);
+        let d = decode_partition(&topic(), 0, &only, 3, &[]).unwrap();
+        assert!(d.messages.is_empty());
+        assert_eq!(d.next_offset, Some(4));
+    }
+
+    #[test]
+    fn aborted_transactions_are_dropped_committed_ones_kept() {
+        // Producer 7 aborts 0..=2 (marker 3); producer 8 commits 4..=5
+        // (marker 6); producer 7 then commits 7..=8 (marker 9).
+        let bytes = encode(&[
+            txn(0, 3, 7),
+            marker(3, 7, CONTROL_ABORT),
+            txn(4, 2, 8),
+            marker(6, 8, 1),
+            txn(7, 2, 7),
+            marker(9, 7, 1),
+            data(10, 1),
+        ]);
+        let aborted = [AbortedTxn {
+            producer_id: 7,
+            first_offset: 0,
+        }];
+        let d = decode_partition(&topic(), 0, &bytes, 0, &aborted).unwrap();
+        assert_eq!(offsets(&d), vec![4, 5, 7, 8, 10]);
+        assert_eq!(d.next_offset, Some(11));
+    }
+
+    #[test]
+    fn interleaved_aborted_and_committed_transactions() {
+        // 7 and 8 interleave; 7 aborts, 8 commits.
+        let bytes = encode(&[
+            txn(0, 2, 7),
+            txn(2, 2, 8),
+            txn(4, 1, 7),
+            marker(5, 7, CONTROL_ABORT),
+            marker(6, 8, 1),
+        ]);
+        let aborted = [AbortedTxn {
+            producer_id: 7,
+            first_offset: 0,
+        }];
+        let d = decode_partition(&topic(), 0, &bytes, 0, &aborted).unwrap();
+        assert_eq!(offsets(&d), vec![2, 3]);
+        assert_eq!(d.next_offset, Some(7));
+    }
+
+    #[test]
+    fn a_truncated_last_batch_is_ignored() {
+        let full = encode(&[data(0, 2), data(2, 3)]);
+        let first_len = encode(&[data(0, 2)]).len();
+        for cut in [
+            first_len + 1,
+            first_len + 11,
+            first_len + 30,
+            full.len() - 1,
+        ] {
+            let bytes = full.slice(..cut);
+            let d = decode_partition(&topic(), 0, &bytes, 0, &[]).unwrap();
+            assert_eq!(offsets(&d), vec![0, 1], "cut at {cut}");
+            assert_eq!(d.next_offset, Some(2), "cut at {cut}");
+        }
+        let d = decode_partition(&topic(), 0, &full.slice(..5), 0, &[]).unwrap();
+        assert!(d.messages.is_empty());
+        assert_eq!(d.next_offset, None);
+    }
+
+    #[test]
+    fn corrupt_batches_are_one_line_errors_not_panics() {
+        let mut bytes = BytesMut::from(&encode(&[data(0, 2)])[..]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        let err = decode_partition(&topic(), 0, &bytes.freeze(), 0, &[]).unwrap_err();
+        assert!(err.contains("offset 0"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        // Garbage of every length never panics.
+        let good = encode(&[data(0, 3)]);
+        for i in 0..good.len() {
+            let mut b = BytesMut::from(&good[..]);
+            b[i] = b[i].wrapping_add(0x55);
+            let _ = decode_partition(&topic(), 0, &b.freeze(), 0, &[]);
+        }
+    }
+
+    #[test]
+    fn duplicate_headers_keep_their_wire_order() {
+        // Hand-built record: the encoder's header map cannot hold duplicates.
+        let mut rec = vec![
+            0u8, // attributes
+            0,   // timestamp delta (zigzag 0)
+            0,   // offset delta
+            1,   // key: null (zigzag -1)
+            1,   // value: null
+            6,   // 3 headers (zigzag)
+        ];
+        for (n, v) in [("a", "1"), ("b", "2"), ("a", "3")] {
+            rec.push(2); // name length 1
+            rec.extend_from_slice(n.as_bytes());
+            rec.push(2);
+            rec.extend_from_slice(v.as_bytes());
+        }
+        let mut body = vec![(rec.len() as u8) * 2];
+        body.extend_from_slice(&rec);
+        let info = BatchDecodeInfo {
+            record_count: 1,
+            timestamp_type: TimestampType::Creation,
+            min_offset: 5,
+            min_timestamp: 9,
+            base_sequence: 0,
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            compression: Compression::None,
+            version: 2,
+        };
+        let recs = parse_records(&mut Bytes::from(body), &info).unwrap();
+        let names: Vec<_> = recs[0]
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}={}", String::from_utf8_lossy(v)))
+            .collect();
+        assert_eq!(names, ["a=1", "b=2", "a=3"]);
+        assert_eq!(recs[0].offset, 5);
+        assert_eq!(recs[0].key, None);
+    }
+
+    #[cfg(feature = "gzip")]
+    #[test]
+    fn compressed_batches_decode() {
+        let mut b = data(0, 4);
+        b.compression = Compression::Gzip;
+        let mut s = data(4, 2);
+        s.compression = Compression::Snappy;
+        let bytes = encode(&[b, s]);
+        let d = decode_partition(&topic(), 0, &bytes, 1, &[]).unwrap();
+        assert_eq!(offsets(&d), vec![1, 2, 3, 4, 5]);
+    }
+}

@@ -1,0 +1,127 @@
+//! Interoperability with Kafka's own Java clients on the real broker.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn a_topic_written_by_a_java_transactional_producer_is_read_to_its_end() {
+    let addr = require_broker();
+    let topic = unique("txn");
+    produce_lines(&topic, 1, "k", "");
+    // Kafka's ProducerPerformance in transactional mode: 500 records in
+    // transactions, each closed by a commit marker (a control batch), so the
+    // log ends in a marker that carries no data record.
+    kafka_tool(
+        "producer-perf-test",
+        &[
+            "--topic",
+            &topic,
+            "--num-records",
+            "500",
+            "--record-size",
+            "20",
+            "--throughput",
+            "-1",
+            "--transactional-id",
+            &unique("tx"),
+            "--transaction-duration-ms",
+            "50",
+            "--producer-props",
+            &format!("bootstrap.servers={addr}"),
+        ],
+    );
+    let mut cmd = consumer();
+    cmd.args([
+        &addr,
+        &topic,
+        "0",
+        &unique("g"),
+        "--exit-at-end",
+        "--stats-interval",
+        "0",
+    ]);
+    let out = output_within(cmd, 60);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        500,
+        "{stderr}"
+    );
+    // Markers take offsets too: the commit is the log end, past the last record.
+    let end = end_offsets(&topic)[0].1;
+    assert!(end > 500, "markers add offsets: end {end}");
+    assert_eq!(committed_from_summary(&stderr).get(&0), Some(&end));
+}
+
+#[test]
+fn records_of_aborted_transactions_are_never_delivered() {
+    let addr = require_broker();
+    let input = unique("txn-in");
+    let output = unique("txn-out");
+    let lines: String = (0..300).map(|i| format!("line-{i}\n")).collect();
+    produce_lines(&input, 1, "k", &lines);
+    kafka_tool(
+        "topics",
+        &[
+            "--bootstrap-server",
+            &addr,
+            "--create",
+            "--topic",
+            &output,
+            "--partitions",
+            "1",
+        ],
+    );
+    // Kafka's TransactionalMessageCopier copies the input in transactions of
+    // 20 and, with random aborts, aborts about a third of them (and copies
+    // those records again): the output log holds every record once committed,
+    // plus aborted copies that a read-committed reader must skip.
+    kafka_tool(
+        "transactional-message-copier",
+        &[
+            "--broker-list",
+            &addr,
+            "--input-topic",
+            &input,
+            "--input-partition",
+            "0",
+            "--output-topic",
+            &output,
+            "--transactional-id",
+            &unique("copier"),
+            "--consumer-group",
+            &unique("copier-g"),
+            "--transaction-size",
+            "20",
+            "--enable-random-aborts",
+        ],
+    );
+    let mut cmd = consumer();
+    cmd.args([
+        &addr,
+        &output,
+        "0",
+        &unique("g"),
+        "--exit-at-end",
+        "--stats-interval",
+        "0",
+    ]);
+    let out = output_within(cmd, 60);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut got: Vec<&str> = stdout.lines().collect();
+    assert_eq!(got.len(), 300, "each record exactly once: {stderr}");
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(got.len(), 300, "no record twice");
+    // 300 records and 15 commit markers; anything beyond is aborted data.
+    let end = end_offsets(&output)[0].1;
+    assert_eq!(committed_from_summary(&stderr).get(&0), Some(&end));
+    eprintln!(
+        "output log end {end}: {} offsets of aborted transactions",
+        end - 315
+    );
+}
