@@ -671,6 +671,16 @@ fn split_response_header(
     Ok(response)
 }
 
+/// A broker address as `host:port` from the host and port a broker reports
+/// (Metadata, FindCoordinator), bracketing IPv6 literals so it parses again.
+pub fn format_addr(host: &str, port: i32) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Framing and handshake against an in-process fake broker. The fake
@@ -678,6 +688,13 @@ mod tests {
     //! encodes responses with its `broker` feature, which we do not enable.
 
     use super::*;
+
+    #[test]
+    fn broker_addresses_bracket_ipv6_hosts() {
+        assert_eq!(format_addr("::1", 9092), "[::1]:9092");
+        assert_eq!(format_addr("[::1]", 9092), "[::1]:9092");
+        assert_eq!(format_addr("kafka-1", 9092), "kafka-1:9092");
+    }
     use bytes::Buf;
     use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
     use tokio::net::TcpListener;
