@@ -15,24 +15,16 @@ fn lines_round_trip_in_order_on_the_partition_java_picks() {
     produce_lines(&topic, 3, "k1", "a\nb\nc\n");
 
     let p = partition_for_key(b"k1", 3);
-    let out = consumer()
-        .args([
-            &addr,
-            &topic,
-            &p.to_string(),
-            "g1",
-            "--from",
-            "earliest",
-            "--exit-at-end",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\nb\nc\n");
+    let out = consume_ok(&[
+        &addr,
+        &topic,
+        &p.to_string(),
+        "g1",
+        "--from",
+        "earliest",
+        "--exit-at-end",
+    ]);
+    assert_eq!(out, "a\nb\nc\n");
     // Nothing went anywhere else.
     let ends = end_offsets(&topic);
     let expected: Vec<(i32, i64)> = (0..3).map(|q| (q, if q == p { 3 } else { 0 })).collect();

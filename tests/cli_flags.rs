@@ -31,26 +31,18 @@ fn compressed_messages_with_headers_come_back_as_json() {
             String::from_utf8_lossy(&out.stderr)
         );
 
-        let out = consumer()
-            .args([
-                &addr,
-                &topic,
-                "0",
-                "g",
-                "--from",
-                "earliest",
-                "--exit-at-end",
-                "--format",
-                "json",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        let out = consume_ok(&[
+            &addr,
+            &topic,
+            "0",
+            "g",
+            "--from",
+            "earliest",
+            "--exit-at-end",
+            "--format",
+            "json",
+        ]);
+        let rows: Vec<serde_json::Value> = out
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
@@ -71,24 +63,15 @@ fn from_offset_and_latest_start_where_asked() {
     let topic = unique("from");
     produce_lines(&topic, 1, "k", "m0\nm1\nm2\nm3\n");
     let read = |from: &str| {
-        let out = consumer()
-            .args([
-                &addr,
-                &topic,
-                "0",
-                &unique("g"),
-                "--from",
-                from,
-                "--exit-at-end",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        consume_ok(&[
+            &addr,
+            &topic,
+            "0",
+            &unique("g"),
+            "--from",
+            from,
+            "--exit-at-end",
+        ])
     };
     assert_eq!(read("2"), "m2\nm3\n");
     assert_eq!(read("latest"), "");

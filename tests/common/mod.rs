@@ -248,3 +248,14 @@ pub fn output_within(mut cmd: Command, secs: u64) -> Output {
         }
     }
 }
+
+/// Runs the consumer with `args`, asserts it succeeded, and returns its stdout.
+pub fn consume_ok(args: &[&str]) -> String {
+    let out = consumer().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "consumer {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
