@@ -210,6 +210,15 @@ impl PartitionFetcher {
                 Ok(part) => return self.accept(part),
                 Err(Attempt::OutOfRange) => {
                     let to = self.resolve(self.cfg.reset).await?;
+                    if to < self.next {
+                        // Offsets below the position were handed out already and
+                        // may be committed; going back would need the tracker to
+                        // forget them. A restart validates the start and resumes.
+                        return Err(self.error(format!(
+                            "the log now ends below offset {} (reset would go back to {to}): the topic was recreated or truncated; restart the consumer to resume from the {:?} offset",
+                            self.next, self.cfg.reset
+                        )));
+                    }
                     tracing::warn!(
                         topic = %self.topic,
                         partition = self.partition,
@@ -266,8 +275,18 @@ impl PartitionFetcher {
         };
         let decoded = decode_partition(&self.topic, self.partition, &records, self.next, &aborted)
             .map_err(|e| self.error(format!("the broker sent undecodable records: {e}")))?;
-        if let Some(next) = decoded.next_offset {
-            self.next = self.next.max(next);
+        match decoded.next_offset {
+            Some(next) => self.next = self.next.max(next),
+            // Since Fetch v3 the broker always returns the first batch whole,
+            // so data without one complete batch is corrupt; refetching it
+            // would spin forever.
+            None if !records.is_empty() => {
+                return Err(self.error(format!(
+                    "the broker returned {} bytes without one complete record batch",
+                    records.len()
+                )));
+            }
+            None => {}
         }
         Ok(decoded.messages)
     }
@@ -440,7 +459,12 @@ fn classify(e: ResponseError) -> Attempt {
         | E::ReplicaNotAvailable
         | E::KafkaStorageError
         | E::NotEnoughReplicas
-        | E::RequestTimedOut => Attempt::Retry(format!("{e:?} (code {})", e.code())),
+        | E::RequestTimedOut
+        // Transient during reassignment or leader start-up; Java retries these
+        // too. A topic that is really gone still fails once the budget is spent.
+        | E::UnknownTopicOrPartition
+        | E::OffsetNotAvailable
+        | E::UnknownServerError => Attempt::Retry(format!("{e:?} (code {})", e.code())),
         other => Attempt::Fail(format!("{other:?} (code {}): {other}", other.code())),
     }
 }

@@ -37,6 +37,10 @@ const BATCH_HEADER: usize = 61;
 const MAGIC_AT: usize = 16;
 /// Position of the `lastOffsetDelta` field in a v2 batch.
 const LAST_OFFSET_DELTA_AT: usize = 23;
+/// Where the v2 batch attributes (i16) sit; bit 3 means LogAppendTime.
+const ATTRIBUTES_AT: usize = 21;
+/// Where the v2 batch max timestamp (i64) sits.
+const MAX_TIMESTAMP_AT: usize = 35;
 /// Control record type of an ABORT marker (COMMIT is 1).
 const CONTROL_ABORT: i16 = 0;
 
@@ -102,7 +106,21 @@ pub fn decode_partition(
                 .expect("4 bytes"),
         );
         let last_offset = base_offset.saturating_add(i64::from(delta.max(0)));
-        out.next_offset = Some(out.next_offset.unwrap_or(from).max(last_offset + 1));
+        out.next_offset = Some(
+            out.next_offset
+                .unwrap_or(from)
+                .max(last_offset.saturating_add(1)),
+        );
+        // On a LogAppendTime topic the broker rewrites only the batch's max
+        // timestamp, and every record's timestamp is that (as Java reports it).
+        let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]);
+        let log_append_time = (attributes & 0x08 != 0).then(|| {
+            i64::from_be_bytes(
+                batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
+                    .try_into()
+                    .expect("8 bytes"),
+            )
+        });
 
         // Transactions whose first record is at or before this batch's end
         // are now in effect (Java: consumeAbortedTransactionsUpTo).
@@ -144,7 +162,7 @@ pub fn decode_partition(
                 offset: r.offset,
                 key: r.key,
                 value: r.value,
-                timestamp_ms: r.timestamp_ms,
+                timestamp_ms: log_append_time.unwrap_or(r.timestamp_ms),
                 headers: r.headers,
             });
         }
@@ -407,6 +425,35 @@ mod tests {
 
     fn offsets(d: &Decoded) -> Vec<i64> {
         d.messages.iter().map(|m| m.offset).collect()
+    }
+
+    /// CRC-32C (Castagnoli), bit by bit: enough to re-seal a patched test batch.
+    fn crc32c(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82f6_3b78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn log_append_time_batches_give_every_record_the_batch_timestamp() {
+        // The encoder writes create-time batches; flip the timestamp-type bit
+        // (attributes bit 3) as a LogAppendTime broker would, and re-seal the CRC.
+        let mut raw = encode(&[data(0, 3)]).to_vec();
+        raw[ATTRIBUTES_AT + 1] |= 0x08;
+        let crc = crc32c(&raw[ATTRIBUTES_AT..]);
+        raw[17..21].copy_from_slice(&crc.to_be_bytes());
+        let d = decode_partition(&topic(), 0, &Bytes::from(raw), 0, &[]).unwrap();
+        let stamps: Vec<i64> = d.messages.iter().map(|m| m.timestamp_ms).collect();
+        assert_eq!(stamps, vec![1_002, 1_002, 1_002], "the batch max timestamp");
     }
 
     #[test]
