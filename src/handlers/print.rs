@@ -88,7 +88,8 @@ pub fn render(format: Format, msg: &Message) -> Vec<u8> {
             line.extend_from_slice(msg.value.as_deref().unwrap_or_default());
         }
         Format::Text => {
-            line.extend_from_slice(format!("{}\t{}\t", msg.partition, msg.offset).as_bytes());
+            // Straight into the line buffer: no String per message.
+            let _ = write!(line, "{}\t{}\t", msg.partition, msg.offset);
             line.extend_from_slice(msg.key.as_deref().unwrap_or_default());
             line.push(b'\t');
             line.extend_from_slice(msg.value.as_deref().unwrap_or_default());
