@@ -4,6 +4,26 @@ mod common;
 
 use common::*;
 
+/// Reads partition 0 of `topic` to its end with a fresh group (failing the
+/// test after 60 s: a consumer that never reaches the end must not hang CI);
+/// asserts exit 0 and returns stdout and stderr.
+fn read_to_end(addr: &str, topic: &str) -> (String, String) {
+    let mut cmd = consumer();
+    cmd.args([
+        addr,
+        topic,
+        "0",
+        &unique("g"),
+        "--exit-at-end",
+        "--stats-interval",
+        "0",
+    ]);
+    let out = output_within(cmd, 60);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
 #[test]
 fn a_topic_written_by_a_java_transactional_producer_is_read_to_its_end() {
     let addr = require_broker();
@@ -31,24 +51,8 @@ fn a_topic_written_by_a_java_transactional_producer_is_read_to_its_end() {
             &format!("bootstrap.servers={addr}"),
         ],
     );
-    let mut cmd = consumer();
-    cmd.args([
-        &addr,
-        &topic,
-        "0",
-        &unique("g"),
-        "--exit-at-end",
-        "--stats-interval",
-        "0",
-    ]);
-    let out = output_within(cmd, 60);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().count(),
-        500,
-        "{stderr}"
-    );
+    let (stdout, stderr) = read_to_end(&addr, &topic);
+    assert_eq!(stdout.lines().count(), 500, "{stderr}");
     // Markers take offsets too: the commit is the log end, past the last record.
     let end = end_offsets(&topic)[0].1;
     assert!(end > 500, "markers add offsets: end {end}");
@@ -98,20 +102,7 @@ fn records_of_aborted_transactions_are_never_delivered() {
             "--enable-random-aborts",
         ],
     );
-    let mut cmd = consumer();
-    cmd.args([
-        &addr,
-        &output,
-        "0",
-        &unique("g"),
-        "--exit-at-end",
-        "--stats-interval",
-        "0",
-    ]);
-    let out = output_within(cmd, 60);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (stdout, stderr) = read_to_end(&addr, &output);
     let mut got: Vec<&str> = stdout.lines().collect();
     assert_eq!(got.len(), 300, "each record exactly once: {stderr}");
     got.sort_unstable();
