@@ -26,7 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
@@ -133,6 +133,11 @@ pub struct PartitionOffsets {
     /// Shared with the tracker: how many threads wait for some partition to go
     /// idle. Lanes that batch completions flush early while it is non-zero.
     waiting: Arc<AtomicUsize>,
+    /// Set when the partition is revoked (group rebalance): its queued
+    /// messages are dropped instead of handled. One object per assignment
+    /// of a partition, so completions of an earlier assignment can never
+    /// touch the state of a later one (the assignment epoch is the object).
+    revoked: AtomicBool,
 }
 
 impl fmt::Debug for PartitionOffsets {
@@ -159,7 +164,16 @@ impl PartitionOffsets {
             }),
             idle: Condvar::new(),
             waiting,
+            revoked: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the partition revoked: from now on no handler starts on one of
+    /// its messages (the pool drops them unhandled and unfinished). Messages
+    /// already inside a handler run on; their completions only touch this
+    /// state, which the consumer forgets on revocation.
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
     }
 
     /// The topic-partition this state belongs to.
@@ -371,10 +385,11 @@ impl Completion {
         self.part.finish_locked(&mut s, self.seq);
     }
 
-    /// True while some thread waits in `wait_idle` on any partition of the
-    /// tracker this token came from; batching callers should flush then.
-    pub fn someone_waits_for_idle(&self) -> bool {
-        self.part.waiting.load(Ordering::Relaxed) > 0
+    /// True once the partition this token belongs to was revoked: the
+    /// message must not be handled (it belongs to another member now).
+    #[inline]
+    pub fn is_revoked(&self) -> bool {
+        self.part.revoked.load(Ordering::Acquire)
     }
 }
 
@@ -531,6 +546,24 @@ impl OffsetTracker {
         topics.get_mut(topic)?.get_mut(idx)?.take()
     }
 
+    /// Forgets a partition only if its current state is `part` (a later
+    /// assignment may have replaced it); true if it was removed.
+    pub fn remove_if_same(&self, part: &Arc<PartitionOffsets>) -> bool {
+        let Ok(idx) = usize::try_from(part.tp.partition) else {
+            return false;
+        };
+        let mut topics = self.topics.write();
+        let Some(slot) = topics.get_mut(&*part.tp.topic).and_then(|v| v.get_mut(idx)) else {
+            return false;
+        };
+        if slot.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, part)) {
+            *slot = None;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Every known partition's state.
     pub fn partitions(&self) -> Vec<Arc<PartitionOffsets>> {
         let topics = self.topics.read();
@@ -548,6 +581,14 @@ impl OffsetTracker {
             .into_iter()
             .filter_map(|p| Some((p.tp.clone(), p.committable()?)))
             .collect()
+    }
+
+    /// True while somebody waits in `wait_idle` on one of the tracker's
+    /// partitions (cheap relaxed read): batching workers then publish their
+    /// completions after every message.
+    #[inline]
+    pub fn has_waiters(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// Total messages in flight over all partitions.

@@ -238,6 +238,9 @@ pub struct PoolStats {
     pub lane_depth: Vec<usize>,
     /// Messages each lane has taken off its queue and run or abandoned.
     pub lane_processed: Vec<u64>,
+    /// Messages of revoked partitions left unfinished here (another group
+    /// member handles them now); see [`Pool::note_revoked`].
+    pub revoked: u64,
 }
 
 /// One partition with work left unfinished at shutdown.
@@ -355,6 +358,8 @@ struct Shared {
     /// Submitter-side counters (accepted / abandoned before reaching a lane).
     submitted: Padded<AtomicU64>,
     submit_abandoned: AtomicU64,
+    /// Messages of revoked partitions that will never finish here.
+    revoked: AtomicU64,
     lanes: Vec<Padded<LaneCounters>>,
     /// Interrupts backoff sleeps on abort/stop.
     wake_lock: Mutex<()>,
@@ -446,6 +451,10 @@ impl Shared {
             if attempt >= self.retries {
                 break error;
             }
+            if job.done.is_revoked() {
+                // Its partition moved to another member: no more attempts here.
+                return;
+            }
             attempt += 1;
             bump(&counters.retried);
             tracing::debug!(
@@ -512,6 +521,11 @@ impl Shared {
     ) -> Next {
         bump(&counters.processed);
         *taken += 1;
+        if job.done.is_revoked() {
+            // Its partition belongs to another member now: drop it unhandled.
+            drop(job);
+            return Next::Continue;
+        }
         if self.halted() {
             // Dropping the job without finishing keeps its offset
             // uncommitted: it will be redelivered.
@@ -527,7 +541,7 @@ impl Shared {
         if batch.len() >= COMPLETION_BATCH
             || self.phase.load(AO::Relaxed) != RUNNING
             || self.capacity.has_waiters()
-            || batch.last().is_some_and(Completion::someone_waits_for_idle)
+            || self.tracker.has_waiters()
         {
             self.flush(batch, taken);
         }
@@ -721,6 +735,7 @@ impl Pool {
             active_submits: Padded(AtomicUsize::new(0)),
             submitted: Padded(AtomicU64::new(0)),
             submit_abandoned: AtomicU64::new(0),
+            revoked: AtomicU64::new(0),
             lanes: (0..config.lanes).map(|_| Padded::default()).collect(),
             wake_lock: Mutex::new(()),
             wake_cv: Condvar::new(),
@@ -1225,8 +1240,15 @@ impl Pool {
             s.lane_processed.push(c.processed.load(AO::Relaxed));
             s.lane_depth.push(sh.queued[lane].load(AO::Relaxed));
         }
-        s.in_flight = s.submitted.saturating_sub(s.finished);
+        s.revoked = sh.revoked.load(AO::Relaxed);
+        s.in_flight = s.submitted.saturating_sub(s.finished + s.revoked);
         s
+    }
+
+    /// Counts `n` messages of a revoked partition as never finishing here
+    /// (they leave `in_flight`; the new owner processes them).
+    pub fn note_revoked(&self, n: u64) {
+        self.shared.revoked.fetch_add(n, AO::Relaxed);
     }
 
     /// Messages currently holding a unit of the `max_in_flight` budget.
