@@ -10,7 +10,9 @@
 #                                      tool consumer-groups --bootstrap-server ... --describe --group g
 #
 # Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1), KAFKA_HEAP (512m),
-# KAFKA_CACHE (~/.cache/mykafkams/kafka-<version>), KAFKA_STATE_DIR (<repo>/target/kafka-local).
+# KAFKA_CACHE (~/.cache/mykafkams/kafka-<version>), KAFKA_STATE_DIR (<repo>/target/kafka-local),
+# KAFKA_GROUP_PROTOCOLS (unset: the broker default classic,consumer; e.g. "classic" for a broker
+# without KIP-848 groups; written as group.coordinator.rebalance.protocols).
 # Exit codes: 0 ok, 1 failure (message on stderr), 2 usage.
 set -euo pipefail
 
@@ -46,9 +48,9 @@ fetch() {
   touch "$cache/.complete"
 }
 
-java_run() { # java_run LOGLEVEL MAINCLASS ARGS...
+java_run() { # java_run LOGLEVEL MAINCLASS ARGS...  (JAVA_EXEC=1: replace this shell)
   local level=$1; shift
-  java -Xshare:auto -Djava.awt.headless=true \
+  ${JAVA_EXEC:+exec} java -Xshare:auto -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$log4j" -Dmykafkams.log.level="$level" \
     -cp "$cache/*" "$@"
 }
@@ -90,13 +92,25 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# KIP-848 groups: a test cluster's timings (Kafka's defaults are a 45 s session
+# and 5 s heartbeats), so a crashed member's partitions move within seconds.
+group.consumer.min.session.timeout.ms=6000
+group.consumer.session.timeout.ms=10000
+group.consumer.min.heartbeat.interval.ms=500
+group.consumer.heartbeat.interval.ms=1000
 auto.create.topics.enable=false
 delete.topic.enable=true
 PROPS
-  local cluster_id
-  cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
+  if [ -n "${KAFKA_GROUP_PROTOCOLS:-}" ]; then
+    echo "group.coordinator.rebalance.protocols=$KAFKA_GROUP_PROTOCOLS" >> "$state/server.properties"
+  fi
+  local cluster_id=-
+  # A base64url id; like Kafka's own Uuid, never one starting with '-' (the tool would take it for an option).
+  while [[ $cluster_id == -* ]]; do
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
+  done
   java_run WARN kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" \
-    >"$state/format.log" 2>&1 || { cat "$state/format.log" >&2; die "formatting KRaft storage failed"; }
+    >"$state/format.log" 2>&1 || { cat "$state/format.log" >&2; cleanup_data; die "formatting KRaft storage failed"; }
   say "starting Apache Kafka $version on 127.0.0.1:$port (controller $cport, heap $heap, data $data)"
   KAFKA_HEAP_OPTS="" nohup java -Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$log4j" -Dmykafkams.log.level=INFO \
@@ -156,7 +170,9 @@ tool() {
     *) echo "kafka-local: unknown tool '$name' (topics, consumer-groups, console-consumer, console-producer, get-offsets, delete-records, broker-api-versions, configs, producer-perf-test, transactional-message-copier)" >&2; exit 2 ;;
   esac
   fetch
-  java_run WARN "$cls" "$@"
+  # exec: the tool is this process, so a signal sent to it (a test stopping
+  # a console consumer) reaches the JVM.
+  JAVA_EXEC=1 java_run WARN "$cls" "$@"
 }
 
 cmd=${1:-}; shift || true
