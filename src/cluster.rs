@@ -11,7 +11,16 @@ use rskafka::BackoffConfig;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::{Client, ClientBuilder};
 
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{ApiKey, MetadataRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
 use crate::error::{Error, Result};
+use crate::protocol::{Connection, VersionRange};
+
+/// Metadata versions [`describe_topics`] builds and reads (v10+ carry topic ids).
+const METADATA_VERSIONS: VersionRange = VersionRange { min: 10, max: 12 };
 
 /// Where the cluster is and how patient to be with it.
 #[derive(Clone, Debug)]
@@ -40,6 +49,16 @@ impl ClusterConfig {
     /// The bootstrap list as one string, for messages.
     pub fn brokers_display(&self) -> String {
         self.brokers.join(",")
+    }
+
+    /// The settings of every connection we open ourselves (fetch, group
+    /// coordinator): this client id and connect timeout, default limits.
+    pub fn connection(&self) -> crate::protocol::ConnectionConfig {
+        crate::protocol::ConnectionConfig {
+            client_id: std::sync::Arc::from(self.client_id.as_str()),
+            connect_timeout: self.connect_timeout,
+            ..crate::protocol::ConnectionConfig::default()
+        }
     }
 }
 
@@ -123,6 +142,78 @@ pub async fn topic_partitions(client: &Client, topic: &str) -> Result<BTreeSet<i
         .ok_or_else(|| Error::UnknownTopic {
             topic: topic.to_string(),
         })
+}
+
+/// One topic as the cluster's metadata describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: String,
+    /// Topic id (KIP-848 assignments name topics by id).
+    pub id: uuid::Uuid,
+    /// Number of partitions.
+    pub partitions: i32,
+}
+
+/// Describes `topics` (all topics when `None`) with one Metadata request
+/// over our own connection to the first bootstrap broker that answers:
+/// rskafka's metadata carries no topic ids. Topics that do not exist are
+/// left out of the answer.
+pub async fn describe_topics(
+    cfg: &ClusterConfig,
+    topics: Option<&[String]>,
+) -> Result<Vec<TopicInfo>> {
+    let mut last = String::from("no bootstrap broker given");
+    for addr in &cfg.brokers {
+        let conn = match Connection::connect(addr, cfg.connection()).await {
+            Ok(c) => c,
+            Err(e) if e.is_transport() => {
+                last = e.to_string();
+                continue;
+            }
+            Err(e) => return Err(Error::kafka("reading cluster metadata", e)),
+        };
+        let version = conn
+            .negotiate(ApiKey::Metadata, METADATA_VERSIONS)
+            .map_err(|e| Error::kafka("reading cluster metadata", e))?;
+        let request = MetadataRequest::default()
+            .with_topics(topics.map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                    })
+                    .collect()
+            }))
+            .with_allow_auto_topic_creation(false);
+        let response = conn
+            .send(&request, version)
+            .await
+            .map_err(|e| Error::kafka("reading cluster metadata", e))?;
+        let mut out = Vec::with_capacity(response.topics.len());
+        for t in response.topics {
+            let Some(name) = t.name else { continue };
+            match ResponseError::try_from_code(t.error_code) {
+                None => out.push(TopicInfo {
+                    name: name.to_string(),
+                    id: t.topic_id,
+                    partitions: t.partitions.len() as i32,
+                }),
+                Some(ResponseError::UnknownTopicOrPartition) => {}
+                Some(e) => {
+                    return Err(Error::kafka(
+                        format!("reading metadata of topic '{}'", name.as_str()),
+                        format!("{e:?}: {e}"),
+                    ));
+                }
+            }
+        }
+        return Ok(out);
+    }
+    Err(Error::Unreachable {
+        brokers: cfg.brokers_display(),
+        detail: last,
+    })
 }
 
 /// Checks that every partition in `wanted` exists in `topic`.

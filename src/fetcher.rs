@@ -11,8 +11,9 @@
 //! with a Metadata request to a bootstrap broker and found again when it moves
 //! or the connection breaks, with backoff, within `request_timeout`.
 //!
-//! rskafka still serves offset lookups ([`PartitionFetcher::resolve`]); its own
-//! fetch cannot decode transaction markers.
+//! Offset lookups ([`PartitionFetcher::resolve`], ListOffsets) go to the same
+//! leader connection: rskafka's fetch cannot decode transaction markers, and
+//! its cached metadata does not know partitions added while we run.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,14 +21,15 @@ use std::time::Duration;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{ApiKey, FetchRequest, MetadataRequest, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, ListOffsetsRequest, MetadataRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
-use rskafka::client::Client;
-use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use tokio::time::Instant;
 
-use crate::cluster::short;
+use crate::cluster::ClusterConfig;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::protocol::{Connection, ConnectionConfig, ProtocolError, VersionRange, format_addr};
@@ -36,6 +38,12 @@ use crate::records::{AbortedTxn, decode_partition};
 /// Fetch versions we build and read. Kafka 4 dropped v0-3; v13+ name topics
 /// by id only, so we stop at v12 and name them.
 const FETCH_VERSIONS: VersionRange = VersionRange { min: 4, max: 12 };
+/// ListOffsets versions we build and read (v10 adds a tiered-storage timeout
+/// we do not set).
+const LIST_OFFSETS_VERSIONS: VersionRange = VersionRange { min: 1, max: 9 };
+/// ListOffsets timestamps meaning "the earliest / latest offset".
+const EARLIEST_TIMESTAMP: i64 = -2;
+const LATEST_TIMESTAMP: i64 = -1;
 /// Metadata versions we build and read (Kafka 4 dropped v0-3).
 const METADATA_VERSIONS: VersionRange = VersionRange { min: 4, max: 12 };
 /// Fetch isolation level READ_COMMITTED.
@@ -84,9 +92,9 @@ impl Default for FetchConfig {
 
 /// A reader of one topic-partition.
 pub struct PartitionFetcher {
-    /// For offset lookups only.
-    client: PartitionClient,
     bootstrap: Vec<String>,
+    /// Base settings of our connections (client id, connect timeout).
+    connection: ConnectionConfig,
     /// Connection to the partition's leader, found on first use and dropped
     /// when it fails or the leader moves.
     leader: Option<Connection>,
@@ -102,42 +110,29 @@ enum Attempt {
     /// Transient (leader moved, connection lost, timeout): find the leader
     /// again and retry after a backoff.
     Retry(String),
-    /// The position is outside the log.
-    OutOfRange,
+    /// The position is outside the log (the reason, for lookups where that
+    /// cannot happen).
+    OutOfRange(String),
     /// Permanent: give up with this reason.
     Fail(String),
 }
 
 impl PartitionFetcher {
-    /// Opens a reader on `topic`/`partition`; `bootstrap` ("host:port" list)
-    /// is where the partition's leader is looked up. The start position is
-    /// set later with [`seek`](Self::seek) (see [`resolve`](Self::resolve)).
-    pub async fn open(
-        client: &Client,
-        bootstrap: &[String],
-        topic: &str,
-        partition: i32,
-        cfg: FetchConfig,
-    ) -> Result<Self> {
-        let pc = client
-            .partition_client(topic.to_string(), partition, UnknownTopicHandling::Error)
-            .await
-            .map_err(|e| {
-                Error::kafka(
-                    format!("connecting to the leader of {topic}/{partition}"),
-                    short(&e),
-                )
-            })?;
-        Ok(Self {
-            client: pc,
-            bootstrap: bootstrap.to_vec(),
+    /// A reader of `topic`/`partition`; the cluster's bootstrap brokers are
+    /// where the partition's leader is looked up (on first use). The start
+    /// position is set with [`seek`](Self::seek) (see
+    /// [`resolve`](Self::resolve)).
+    pub fn new(cluster: &ClusterConfig, topic: &str, partition: i32, cfg: FetchConfig) -> Self {
+        Self {
+            bootstrap: cluster.brokers.clone(),
+            connection: cluster.connection(),
             leader: None,
             topic: Arc::from(topic),
             partition,
             next: 0,
             high_watermark: -1,
             cfg,
-        })
+        }
     }
 
     /// The partition this fetcher reads.
@@ -170,26 +165,101 @@ impl PartitionFetcher {
     }
 
     /// The earliest or latest offset of the partition (latest: the last
-    /// stable offset, as the lookup is read-committed).
+    /// stable offset, as the lookup is read-committed). Transient failures
+    /// are retried like fetches.
     pub async fn resolve(&mut self, at: Reset) -> Result<i64> {
-        let what = match at {
-            Reset::Earliest => OffsetAt::Earliest,
-            Reset::Latest => OffsetAt::Latest,
-        };
-        let offset = self.client.get_offset(what).await.map_err(|e| {
-            Error::kafka(
-                format!(
-                    "looking up the {at:?} offset of {}/{}",
-                    self.topic, self.partition
-                )
-                .to_lowercase(),
-                short(&e),
-            )
-        })?;
-        if at == Reset::Latest {
-            self.high_watermark = self.high_watermark.max(offset);
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        let mut backoff = INITIAL_BACKOFF;
+        loop {
+            let outcome = match tokio::time::timeout_at(deadline, self.try_list_offsets(at)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Attempt::Retry(format!(
+                    "no answer within {:?}",
+                    self.cfg.request_timeout
+                ))),
+            };
+            let reason = match outcome {
+                Ok(offset) => {
+                    if at == Reset::Latest {
+                        self.high_watermark = self.high_watermark.max(offset);
+                    }
+                    return Ok(offset);
+                }
+                Err(Attempt::Retry(reason)) => reason,
+                Err(Attempt::Fail(reason) | Attempt::OutOfRange(reason)) => {
+                    return Err(self.lookup_error(at, reason));
+                }
+            };
+            self.leader = None;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(self.lookup_error(at, format!("{reason} (gave up retrying)")));
+            }
+            tokio::time::sleep(backoff.min(deadline - now)).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-        Ok(offset)
+    }
+
+    fn lookup_error(&self, at: Reset, reason: String) -> Error {
+        Error::kafka(
+            format!(
+                "looking up the {} offset of {}/{}",
+                format!("{at:?}").to_lowercase(),
+                self.topic,
+                self.partition
+            ),
+            reason,
+        )
+    }
+
+    /// One ListOffsets round trip to the leader (found first if needed).
+    async fn try_list_offsets(&mut self, at: Reset) -> std::result::Result<i64, Attempt> {
+        if self.leader.is_none() {
+            self.leader = Some(self.find_leader().await?);
+        }
+        let conn = self.leader.as_ref().expect("just set");
+        let version = conn
+            .negotiate(ApiKey::ListOffsets, LIST_OFFSETS_VERSIONS)
+            .map_err(protocol_failure)?;
+        let timestamp = match at {
+            Reset::Earliest => EARLIEST_TIMESTAMP,
+            Reset::Latest => LATEST_TIMESTAMP,
+        };
+        let request = ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_isolation_level(READ_COMMITTED)
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(self.topic.to_string())))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(self.partition)
+                            .with_current_leader_epoch(-1)
+                            .with_timestamp(timestamp),
+                    ]),
+            ]);
+        let response = conn
+            .send(&request, version)
+            .await
+            .map_err(protocol_failure)?;
+        let part = response
+            .topics
+            .iter()
+            .filter(|t| *t.name.0 == *self.topic)
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition_index == self.partition)
+            .ok_or_else(|| {
+                Attempt::Retry(format!(
+                    "broker {} answered without {}/{}",
+                    conn.broker(),
+                    self.topic,
+                    self.partition
+                ))
+            })?;
+        match ResponseError::try_from_code(part.error_code) {
+            None => Ok(part.offset),
+            Some(e) => Err(classify(e)),
+        }
     }
 
     /// Fetches the next records (possibly none, after the broker's long poll)
@@ -208,7 +278,7 @@ impl PartitionFetcher {
             };
             let reason = match outcome {
                 Ok(part) => return self.accept(part),
-                Err(Attempt::OutOfRange) => {
+                Err(Attempt::OutOfRange(_)) => {
                     let to = self.resolve(self.cfg.reset).await?;
                     if to < self.next {
                         // Offsets below the position were handed out already and
@@ -439,9 +509,11 @@ impl PartitionFetcher {
     /// `max_wait` (the long poll) before the broker answers.
     fn connection_config(&self) -> ConnectionConfig {
         ConnectionConfig {
-            connect_timeout: CONNECT_TIMEOUT.min(self.cfg.request_timeout),
+            connect_timeout: CONNECT_TIMEOUT
+                .min(self.cfg.request_timeout)
+                .min(self.connection.connect_timeout),
             request_timeout: self.cfg.max_wait + self.cfg.request_timeout,
-            ..ConnectionConfig::default()
+            ..self.connection.clone()
         }
     }
 }
@@ -451,7 +523,7 @@ impl PartitionFetcher {
 fn classify(e: ResponseError) -> Attempt {
     use ResponseError as E;
     match e {
-        E::OffsetOutOfRange => Attempt::OutOfRange,
+        E::OffsetOutOfRange => Attempt::OutOfRange(format!("{e:?} (code {})", e.code())),
         E::NotLeaderOrFollower
         | E::UnknownLeaderEpoch
         | E::FencedLeaderEpoch
@@ -495,7 +567,7 @@ mod tests {
         }
         assert!(matches!(
             classify(ResponseError::OffsetOutOfRange),
-            Attempt::OutOfRange
+            Attempt::OutOfRange(_)
         ));
         match classify(ResponseError::TopicAuthorizationFailed) {
             Attempt::Fail(reason) => {
@@ -505,7 +577,4 @@ mod tests {
             _ => panic!("authorization errors are permanent"),
         }
     }
-
-    #[test]
-    fn ipv6_leaders_are_bracketed() {}
 }

@@ -17,15 +17,18 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
-    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, MetadataRequest,
-    MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, RequestHeader, ResponseHeader, SyncGroupRequest, SyncGroupResponse,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader,
+    SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,7 +37,8 @@ use tokio::sync::Mutex;
 
 pub use kafka_protocol::protocol::VersionRange;
 
-/// Client id sent in every request header, so broker logs and quotas can
+/// Default client id sent in request headers (see [`ConnectionConfig::client_id`]),
+/// so broker logs, quotas and `kafka-consumer-groups --members` can
 /// attribute our traffic.
 pub const CLIENT_ID: &str = "mykafkams";
 
@@ -73,19 +77,26 @@ api_requests! {
     FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator;
     OffsetFetchRequest => OffsetFetchResponse, OffsetFetch;
     OffsetCommitRequest => OffsetCommitResponse, OffsetCommit;
-    // Groundwork for group membership (a later issue).
+    // Classic group membership.
     JoinGroupRequest => JoinGroupResponse, JoinGroup;
     SyncGroupRequest => SyncGroupResponse, SyncGroup;
     HeartbeatRequest => HeartbeatResponse, Heartbeat;
     LeaveGroupRequest => LeaveGroupResponse, LeaveGroup;
+    // KIP-848 group membership.
+    ConsumerGroupHeartbeatRequest => ConsumerGroupHeartbeatResponse, ConsumerGroupHeartbeat;
     // The consumer's fetch path (rskafka cannot decode transaction markers).
     MetadataRequest => MetadataResponse, Metadata;
     FetchRequest => FetchResponse, Fetch;
+    ListOffsetsRequest => ListOffsetsResponse, ListOffsets;
 }
 
-/// Timeouts and limits of one connection.
+/// Identity, timeouts and limits of one connection: every connection the
+/// crate opens is built from one of these, so settings that apply to every
+/// broker connection (client id now; TLS and SASL later) live here.
 #[derive(Clone, Debug)]
 pub struct ConnectionConfig {
+    /// Client id sent in every request header (default [`CLIENT_ID`]).
+    pub client_id: Arc<str>,
     /// Upper bound for establishing the TCP connection (per address tried).
     pub connect_timeout: Duration,
     /// Upper bound for one request: writing it and reading its whole response.
@@ -99,6 +110,7 @@ pub struct ConnectionConfig {
 impl Default for ConnectionConfig {
     fn default() -> Self {
         Self {
+            client_id: Arc::from(CLIENT_ID),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_response_bytes: 100 * 1024 * 1024,
@@ -397,6 +409,19 @@ impl Connection {
         request: &R,
         version: i16,
     ) -> Result<R::Response, ProtocolError> {
+        self.send_within(request, version, self.config.request_timeout)
+            .await
+    }
+
+    /// Like [`send`](Self::send), with a timeout of its own for this one
+    /// request: a JoinGroup may legitimately wait on the broker for the whole
+    /// rebalance timeout, while a heartbeat must fail fast.
+    pub async fn send_within<R: ApiRequest>(
+        &self,
+        request: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response, ProtocolError> {
         let api = R::KEY;
         let mut body = self
             .exchange(
@@ -404,6 +429,7 @@ impl Connection {
                 version,
                 R::header_version(version),
                 R::Response::header_version(version),
+                timeout,
                 |buf| request.encode(buf, version).map_err(|e| e.to_string()),
             )
             .await?;
@@ -446,6 +472,7 @@ impl Connection {
                     version,
                     ApiVersionsRequest::header_version(version),
                     ApiVersionsResponse::header_version(version),
+                    self.config.request_timeout,
                     |buf| request.encode(buf, version).map_err(|e| e.to_string()),
                 )
                 .await?;
@@ -524,6 +551,7 @@ impl Connection {
         version: i16,
         request_header_version: i16,
         response_header_version: i16,
+        timeout: Duration,
         encode_body: impl FnOnce(&mut BytesMut) -> Result<(), String>,
     ) -> Result<Bytes, ProtocolError> {
         let mut wire = self.wire.lock().await;
@@ -535,6 +563,7 @@ impl Connection {
             version,
             request_header_version,
             correlation_id,
+            &self.config.client_id,
             encode_body,
         )
         .map_err(|detail| ProtocolError::Encode {
@@ -550,16 +579,14 @@ impl Connection {
             });
         };
         let max = self.config.max_response_bytes;
-        let result =
-            tokio::time::timeout(self.config.request_timeout, round_trip(stream, &frame, max))
-                .await;
+        let result = tokio::time::timeout(timeout, round_trip(stream, &frame, max)).await;
         let response = match result {
             Err(_) => {
                 wire.stream = None;
                 return Err(ProtocolError::Timeout {
                     broker: self.broker.clone(),
                     api,
-                    after: self.config.request_timeout,
+                    after: timeout,
                 });
             }
             Ok(Err(RoundTripError::Io(source))) => {
@@ -603,13 +630,14 @@ fn encode_frame(
     version: i16,
     header_version: i16,
     correlation_id: i32,
+    client_id: &str,
     encode_body: impl FnOnce(&mut BytesMut) -> Result<(), String>,
 ) -> Result<Bytes, String> {
     let header = RequestHeader::default()
         .with_request_api_key(api as i16)
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0); // length placeholder, patched below
     header
@@ -704,6 +732,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_millis(500),
             max_response_bytes: 1024 * 1024,
+            ..ConnectionConfig::default()
         }
     }
 
@@ -792,7 +821,7 @@ mod tests {
 
     #[test]
     fn frame_has_length_prefix_and_v1_header() {
-        let frame = encode_frame(ApiKey::FindCoordinator, 2, 1, 7, |b| {
+        let frame = encode_frame(ApiKey::FindCoordinator, 2, 1, 7, CLIENT_ID, |b| {
             b.put_slice(b"xy");
             Ok(())
         })
@@ -809,7 +838,7 @@ mod tests {
 
     #[test]
     fn flexible_header_ends_with_empty_tag_buffer() {
-        let frame = encode_frame(ApiKey::OffsetCommit, 9, 2, 1, |_| Ok(())).unwrap();
+        let frame = encode_frame(ApiKey::OffsetCommit, 9, 2, 1, CLIENT_ID, |_| Ok(())).unwrap();
         // length + key + version + correlation + client id + tag count 0
         assert_eq!(frame.len(), 4 + 2 + 2 + 4 + 2 + CLIENT_ID.len() + 1);
         assert_eq!(*frame.last().unwrap(), 0);

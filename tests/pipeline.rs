@@ -10,6 +10,7 @@ use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::members::parse_seq;
 use common::*;
 use mykafkams::Message;
 use mykafkams::cluster::ClusterConfig;
@@ -23,14 +24,6 @@ fn mix(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-/// `acct-7:42` → ("acct-7", 42).
-fn parse_seq(value: &str) -> (String, u64) {
-    let (k, s) = value
-        .rsplit_once(':')
-        .unwrap_or_else(|| panic!("bad value {value:?}"));
-    (k.to_string(), s.parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +81,8 @@ async fn keyed_messages_over_16_workers_are_all_handled_in_per_key_order() {
     }
     let ends: Vec<(i32, i64)> = end_offsets(&topic);
     assert_eq!(
-        summary.committed, ends,
+        summary.committed_of(&topic),
+        ends,
         "committed offsets are the log ends"
     );
 }

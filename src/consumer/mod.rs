@@ -5,14 +5,26 @@
 //!        ▲ pauses when the pool is full           │ completion
 //!        │                                         ▼
 //!   long-poll fetch                      offset tracker ──▶ committer ──▶ OffsetCommit
+//!        ▲
+//!   assignment: fixed (manual), or from the group (membership events)
 //! ```
 //!
 //! Guarantees: per-key order (or per-partition, or none, by [`Ordering`]);
 //! at-least-once delivery, because the committed offset of a partition never
 //! passes a message that has not finished; bounded memory, because a full
 //! pool stops the fetchers. A stop (signal, end of log, failure) stops the
-//! fetchers, drains the lanes within the drain timeout, and commits.
+//! fetchers, drains the lanes within the drain timeout, commits, and leaves
+//! the group.
+//!
+//! In a group, partitions are added and revoked while the pipeline runs
+//! (DESIGN rule 7). A revoked partition stops fetching, its queued messages
+//! are dropped, the ones inside a handler are waited for (at most the
+//! rebalance timeout), its finished offsets are committed with the current
+//! generation or member epoch, and only then is the revocation acknowledged.
+//! Each assignment of a partition has its own offset state, so completions
+//! that arrive after a revocation are never committed.
 
+pub mod assignment;
 pub mod committer;
 pub mod progress;
 
@@ -20,21 +32,23 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::sync::{oneshot, watch};
 
 use crate::cluster::{self, ClusterConfig};
 use crate::error::{Error, Result};
-use crate::fetcher::{FetchConfig, PartitionFetcher, Reset};
-use crate::group::{GroupClient, GroupConfig};
-use crate::offsets::{OffsetTracker, PartitionOffsets};
+use crate::fetcher::{FetchConfig, Reset};
+use crate::group::{
+    CommitIdentity, GroupClient, GroupConfig, GroupEvent, MemberStatus, Membership,
+    MembershipConfig, is_fencing_error,
+};
+use crate::offsets::{OffsetTracker, PartitionOffsets, TopicPartition};
 use crate::pool::{
     BuildError, FailedMessage, FailurePolicy, Handler, Ordering, Pool, PoolConfig, PoolStats,
-    SubmitError,
 };
 
+use assignment::{Assignment, Ended, Settings};
 use committer::Committer;
-use progress::{Progress, Watermarks};
+use progress::{Progress, partition_label};
 
 /// Where a partition starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,10 +66,12 @@ pub enum StartAt {
 /// Which partitions to read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Partitions {
-    /// Every partition of the topic.
+    /// Every partition of the topics (manual assignment).
     All,
-    /// These partitions (each must exist).
+    /// These partitions of every topic (manual assignment; each must exist).
     List(Vec<i32>),
+    /// Whatever the group assigns: join the group ([`ConsumerConfig::membership`]).
+    Group,
 }
 
 /// Everything a consumer run needs besides its handler.
@@ -63,12 +79,15 @@ pub enum Partitions {
 pub struct ConsumerConfig {
     /// Brokers and timeouts.
     pub cluster: ClusterConfig,
-    /// Topic to read.
-    pub topic: String,
-    /// Partitions to read (manual assignment).
+    /// Topics to read.
+    pub topics: Vec<String>,
+    /// Partitions to read: a manual assignment, or the group's.
     pub partitions: Partitions,
     /// Group whose offsets are read and committed.
     pub group: String,
+    /// How to take part in the group when [`Partitions::Group`] (its
+    /// `group` and `topics` are set from this config at run time).
+    pub membership: MembershipConfig,
     /// Start position.
     pub start: StartAt,
     /// Position when there is no committed offset or it is out of range.
@@ -96,7 +115,8 @@ pub struct ConsumerConfig {
 }
 
 impl ConsumerConfig {
-    /// Defaults for reading `partitions` of `topic` for `group`.
+    /// Defaults for reading `partitions` of `topic` (one name, or several
+    /// separated by commas) for `group`.
     pub fn new(
         cluster: ClusterConfig,
         topic: impl Into<String>,
@@ -104,11 +124,19 @@ impl ConsumerConfig {
         group: impl Into<String>,
     ) -> Self {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let topics: Vec<String> = topic
+            .into()
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let group = group.into();
         Self {
             cluster,
-            topic: topic.into(),
+            membership: MembershipConfig::new(group.clone(), topics.clone()),
+            topics,
             partitions,
-            group: group.into(),
+            group,
             start: StartAt::Committed,
             reset: Reset::Earliest,
             workers: cpus * 4,
@@ -147,8 +175,9 @@ pub struct ConsumeSummary {
     pub stats: PoolStats,
     /// Wall time.
     pub elapsed: Duration,
-    /// Offsets committed to the group, per partition, sorted.
-    pub committed: Vec<(i32, i64)>,
+    /// Offsets committed to the group, per partition, sorted (the
+    /// partitions this consumer held at the end).
+    pub committed: Vec<(TopicPartition, i64)>,
     /// The message that stopped the run, under `Stop`.
     pub failure: Option<FailedMessage>,
     /// Messages accepted and not finished at the end (redelivered next time).
@@ -160,10 +189,17 @@ impl ConsumeSummary {
     pub fn line(&self) -> String {
         let s = &self.stats;
         let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let single = self
+            .committed
+            .iter()
+            .map(|(tp, _)| &tp.topic)
+            .collect::<BTreeSet<_>>()
+            .len()
+            <= 1;
         let committed: Vec<String> = self
             .committed
             .iter()
-            .map(|(p, o)| format!("p{p}={o}"))
+            .map(|(tp, o)| format!("{}={o}", partition_label(tp, single)))
             .collect();
         format!(
             "consumer: {} handled ({} skipped, {} dead-lettered), {} failed, {} retried, {} unfinished in {:.2} s ({:.0} msg/s); committed {}",
@@ -181,6 +217,15 @@ impl ConsumeSummary {
                 committed.join(" ")
             }
         )
+    }
+
+    /// The committed offsets of `topic`'s partitions, as `(partition, offset)`.
+    pub fn committed_of(&self, topic: &str) -> Vec<(i32, i64)> {
+        self.committed
+            .iter()
+            .filter(|(tp, _)| &*tp.topic == topic)
+            .map(|(tp, o)| (tp.partition, *o))
+            .collect()
     }
 
     /// The run as a result: `Ok` for a clean end or stop, the matching error
@@ -212,77 +257,45 @@ impl ConsumeSummary {
 pub type ShutdownSignal = watch::Receiver<u32>;
 
 /// Runs the pipeline until the end of the log (`exit_at_end`), a shutdown
-/// request, or a failure under the `Stop` policy. Commits before returning.
+/// request, or a failure under the `Stop` policy. Commits before returning,
+/// and leaves the group if it joined one.
 pub async fn run<H: Handler>(
     cfg: ConsumerConfig,
     handler: H,
     on_failure: FailurePolicy,
     mut shutdown: ShutdownSignal,
 ) -> Result<ConsumeSummary> {
+    if cfg.topics.is_empty() {
+        return Err(Error::Usage("no topic given".into()));
+    }
+    if cfg.partitions == Partitions::Group && cfg.start != StartAt::Committed {
+        return Err(Error::Usage(
+            "a group member starts each assigned partition at the group's committed offset (else --reset): leave out --from, or give partitions for a manual assignment".into(),
+        ));
+    }
     let client = cluster::connect(&cfg.cluster).await?;
-    let existing = cluster::topic_partitions(&client, &cfg.topic).await?;
-    let partitions = select_partitions(&cfg, &existing)?;
-    let topic: Arc<str> = Arc::from(cfg.topic.as_str());
-
+    let mut existing = HashMap::new();
+    for topic in &cfg.topics {
+        existing.insert(
+            topic.clone(),
+            cluster::topic_partitions(&client, topic).await?,
+        );
+    }
+    let manual = match cfg.partitions {
+        Partitions::Group => None,
+        _ => Some(select_partitions(&cfg, &existing)?),
+    };
     let group = GroupClient::connect(
         cfg.cluster.brokers.clone(),
         cfg.group.clone(),
-        GroupConfig::default(),
+        GroupConfig {
+            connection: cfg.cluster.connection(),
+            ..GroupConfig::default()
+        },
     )
     .await?;
-    let committed: HashMap<i32, i64> = if cfg.start == StartAt::Committed {
-        group
-            .fetch_committed(&[(cfg.topic.as_str(), partitions.as_slice())])
-            .await?
-            .into_iter()
-            .filter_map(|((_, p), off)| off.map(|o| (p, o)))
-            .collect()
-    } else {
-        HashMap::new()
-    };
 
     let tracker = Arc::new(OffsetTracker::new());
-    let watermarks = Arc::new(Watermarks::new(&partitions));
-    let mut fetchers = Vec::with_capacity(partitions.len());
-    for &p in &partitions {
-        let fetch_cfg = FetchConfig {
-            reset: cfg.reset,
-            ..cfg.fetch.clone()
-        };
-        let mut f =
-            PartitionFetcher::open(&client, &cfg.cluster.brokers, &cfg.topic, p, fetch_cfg).await?;
-        // Validate the start against the log before anything is committed: a
-        // committed offset past the end (topic recreated) or before the start
-        // (retention) would otherwise be committed back or refused later.
-        let earliest = f.resolve(Reset::Earliest).await?;
-        let latest = f.resolve(Reset::Latest).await?; // also the end, for lag and exit-at-end
-        let reset_to = match cfg.reset {
-            Reset::Earliest => earliest,
-            Reset::Latest => latest,
-        };
-        let wanted = match cfg.start {
-            StartAt::Committed => committed.get(&p).copied(),
-            StartAt::Earliest => Some(earliest),
-            StartAt::Latest => Some(latest),
-            StartAt::Offset(o) => Some(o),
-        };
-        let start = match wanted {
-            Some(o) if (earliest..=latest).contains(&o) => o,
-            Some(o) => {
-                tracing::warn!(
-                    "offset {o} of {topic}/{p} is outside the log ({earliest}..={latest}); starting at the {:?} offset {reset_to}",
-                    cfg.reset
-                );
-                reset_to
-            }
-            None => reset_to,
-        };
-        f.seek(start);
-        tracker.set_next_fetch(&topic, p, start);
-        tracing::debug!(topic = %topic, partition = p, "starting at offset {start} (end {})", f.high_watermark());
-        fetchers.push(f);
-    }
-
     let pool_cfg = PoolConfig {
         lanes: cfg.workers.max(1),
         lane_capacity: cfg.max_in_flight.clamp(1, 1024),
@@ -299,76 +312,307 @@ pub async fn run<H: Handler>(
             BuildError::Spawn(e) => Error::Internal(format!("starting worker threads: {e}")),
         },
     )?);
-    let mut committer = Committer::new(group, Arc::clone(&topic), partitions.clone(), committed);
+    let settings = Settings {
+        cluster: cfg.cluster.clone(),
+        fetch: cfg.fetch.clone(),
+        start: cfg.start,
+        reset: cfg.reset,
+        exit_at_end: cfg.exit_at_end,
+    };
+    let mut p = Pipeline {
+        assignment: Assignment::new(settings, Arc::clone(&pool), tracker),
+        committer: Committer::new(group),
+        membership: None,
+        pool,
+        progress: Progress::new(),
+        single_topic: cfg.topics.len() == 1,
+        rebalance_timeout: cfg.membership.rebalance_timeout,
+        start: cfg.start,
+    };
+    match manual {
+        Some(tps) => p.assign(tps).await?,
+        None => {
+            let membership = MembershipConfig {
+                group: cfg.group.clone(),
+                topics: cfg.topics.clone(),
+                ..cfg.membership.clone()
+            };
+            p.membership = Some(Membership::start(&cfg.cluster, membership).await?);
+        }
+    }
+    let (reason, error) = p.consume(&cfg, &mut shutdown).await;
+    p.finish(&cfg, reason, error, shutdown).await
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = JoinSet::new();
-    for (i, f) in fetchers.into_iter().enumerate() {
-        let part = tracker.partition(&topic, f.partition());
-        tasks.spawn(fetch_loop(
-            f,
-            i,
-            Arc::clone(&pool),
-            part,
-            Arc::clone(&watermarks),
-            stop_rx.clone(),
-            cfg.exit_at_end,
-        ));
+/// Checks the requested partitions against the topics' (manual assignment).
+fn select_partitions(
+    cfg: &ConsumerConfig,
+    existing: &HashMap<String, BTreeSet<i32>>,
+) -> Result<Vec<TopicPartition>> {
+    let mut out = Vec::new();
+    for topic in &cfg.topics {
+        let have = &existing[topic];
+        let name: Arc<str> = Arc::from(topic.as_str());
+        let wanted: Vec<i32> = match &cfg.partitions {
+            Partitions::All => have.iter().copied().collect(),
+            Partitions::List(list) => list.clone(),
+            Partitions::Group => Vec::new(),
+        };
+        for p in wanted {
+            if !have.contains(&p) {
+                return Err(Error::UnknownPartition {
+                    topic: topic.clone(),
+                    partition: p,
+                    count: have.len(),
+                });
+            }
+            let tp = TopicPartition::new(Arc::clone(&name), p);
+            if !out.contains(&tp) {
+                out.push(tp);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The running pipeline's parts, and what each kind of event does to them.
+struct Pipeline {
+    pool: Arc<Pool>,
+    assignment: Assignment,
+    committer: Committer,
+    membership: Option<Membership>,
+    progress: Progress,
+    single_topic: bool,
+    rebalance_timeout: Duration,
+    start: StartAt,
+}
+
+/// The next membership event, or never without a group.
+async fn next_event(membership: &mut Option<Membership>) -> Option<GroupEvent> {
+    match membership {
+        Some(m) => m.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Pipeline {
+    /// Who commits: the group member, or a standalone consumer.
+    fn identity(&self) -> CommitIdentity {
+        self.membership
+            .as_ref()
+            .map_or_else(CommitIdentity::standalone, Membership::identity)
     }
 
-    let mut progress = Progress::new();
-    let mut commit_tick = tokio::time::interval(cfg.commit_interval.max(Duration::from_millis(10)));
-    let stats_every = if cfg.stats_interval.is_zero() {
-        Duration::from_secs(3600 * 24 * 365)
-    } else {
-        cfg.stats_interval
-    };
-    let mut stats_tick =
-        tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
-    let mut health_tick = tokio::time::interval(Duration::from_millis(50));
-    // A signal that arrived during start-up is still unseen here, so the loop
-    // below stops at once. A caller that drops its sender just never stops us.
-    let mut signals_open = true;
-    let mut fetch_error = None;
-    let mut reason = loop {
-        tokio::select! {
-            _ = commit_tick.tick() => {
-                if let Err(e) = committer.commit(&tracker).await {
-                    tracing::warn!("commit failed, retrying next interval: {e}");
+    fn member_status(&self) -> Option<MemberStatus> {
+        self.membership.as_ref().map(Membership::status)
+    }
+
+    /// Starts `tps` from the group's committed offsets (or the configured
+    /// start).
+    async fn assign(&mut self, tps: Vec<TopicPartition>) -> Result<()> {
+        let committed: HashMap<TopicPartition, i64> = if self.start == StartAt::Committed {
+            let mut by_topic: HashMap<Arc<str>, Vec<i32>> = HashMap::new();
+            for tp in &tps {
+                by_topic
+                    .entry(Arc::clone(&tp.topic))
+                    .or_default()
+                    .push(tp.partition);
+            }
+            let query: Vec<(Arc<str>, Vec<i32>)> = by_topic.into_iter().collect();
+            self.committer
+                .group()
+                .fetch_committed(&query)
+                .await?
+                .into_iter()
+                .filter_map(|((t, p), off)| Some((TopicPartition::new(t, p), off?)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        self.committer.already(&committed);
+        self.assignment.start(&tps, &committed).await
+    }
+
+    /// Gives partitions up (DESIGN rule 7): stop fetching; if `commit`,
+    /// let what is already fetched of them finish (at most `wait`), so the
+    /// committed offset covers everything handled and the next owner repeats
+    /// nothing; then drop what is left unhandled (queued messages are never
+    /// started, running handlers are waited for no longer) and commit what
+    /// finished. Without `commit` (lost partitions) everything is dropped at
+    /// once. Either way the partitions' offset state is forgotten, so late
+    /// completions are never committed.
+    async fn give_up(&mut self, tps: &[TopicPartition], wait: Duration, commit: bool) {
+        let parts = self.assignment.stop(tps).await;
+        let offsets: Vec<Arc<PartitionOffsets>> =
+            parts.iter().map(|(_, o)| Arc::clone(o)).collect();
+        let finished = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + if commit { wait } else { Duration::ZERO };
+            let idle = offsets.iter().all(|o| {
+                o.wait_idle(deadline.saturating_duration_since(std::time::Instant::now()))
+            });
+            // Whatever is left is not ours to handle any more.
+            for o in &offsets {
+                o.revoke();
+            }
+            idle
+        })
+        .await
+        .unwrap_or(false);
+        if commit {
+            if !finished {
+                tracing::warn!(
+                    "revoking {}: not finished within {wait:?}; dropping the rest (the next owner handles it) and committing what finished",
+                    list(tps)
+                );
+            }
+            let who = self.identity();
+            match self.committer.commit(&parts, &who).await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    "revoking {}: commit failed, the next owner may repeat some messages: {e}",
+                    list(tps)
+                ),
+            }
+        }
+        for (tp, offsets) in &parts {
+            self.pool.note_revoked(offsets.in_flight() as u64);
+            self.assignment.forget(offsets);
+            self.committer.forget(tp);
+        }
+    }
+
+    /// Acts on one membership event.
+    async fn on_event(&mut self, event: GroupEvent) -> Result<()> {
+        match event {
+            GroupEvent::Assigned(tps) => self.assign(tps).await,
+            GroupEvent::Revoke { partitions, done } => {
+                self.give_up(&partitions, self.rebalance_timeout, true)
+                    .await;
+                let _ = done.send(());
+                Ok(())
+            }
+            GroupEvent::Lost(tps) => {
+                self.give_up(&tps, Duration::ZERO, false).await;
+                Ok(())
+            }
+            GroupEvent::Failed(e) => Err(e),
+        }
+    }
+
+    /// Commits what finished. A commit the group fences means the
+    /// partitions may be someone else's already: drop them all and rejoin —
+    /// unless the commit merely raced a rebalance of this member (its
+    /// generation or epoch moved on meanwhile, or a rebalance is under way):
+    /// then the partitions are still ours and the next commit carries the
+    /// new identity.
+    async fn commit(&mut self) {
+        let parts = self.assignment.partitions();
+        let who = self.identity();
+        match self.committer.commit(&parts, &who).await {
+            Ok(_) => {}
+            Err(e)
+                if self.membership.is_some()
+                    && e.kafka_error().is_some_and(|k| is_fencing_error(&k)) =>
+            {
+                let raced = self
+                    .member_status()
+                    .is_some_and(|s| !s.stable || s.identity() != who);
+                if raced {
+                    tracing::debug!(
+                        "commit raced a rebalance ({e}); retrying with the new generation"
+                    );
+                    return;
+                }
+                tracing::warn!("commit fenced ({e}); dropping every partition and rejoining");
+                let all: Vec<TopicPartition> = parts.into_iter().map(|(tp, _)| tp).collect();
+                self.give_up(&all, Duration::ZERO, false).await;
+                if let Some(m) = &self.membership {
+                    m.rejoin(format!("commit fenced: {e}"));
                 }
             }
-            _ = stats_tick.tick() => {
-                eprintln!("{}", progress.line(&pool.stats(), &watermarks.lag(&topic, &tracker)));
-            }
-            changed = shutdown.changed(), if signals_open => {
-                if changed.is_err() { signals_open = false; continue; }
-                tracing::info!("stop requested: finishing in-flight messages (a second signal aborts)");
-                break StopReason::Signal;
-            }
-            done = tasks.join_next(), if !tasks.is_empty() => {
-                match done {
-                    Some(Ok(Ok(()))) if tasks.is_empty() && cfg.exit_at_end && !pool.is_stopped() => {
-                        break StopReason::EndOfLog;
+            Err(e) => tracing::warn!("commit failed, retrying next interval: {e}"),
+        }
+    }
+
+    /// The main loop: until a stop request, the end of the log, a failed
+    /// message, or an error.
+    async fn consume(
+        &mut self,
+        cfg: &ConsumerConfig,
+        shutdown: &mut ShutdownSignal,
+    ) -> (StopReason, Option<Error>) {
+        let mut commit_tick =
+            tokio::time::interval(cfg.commit_interval.max(Duration::from_millis(10)));
+        let stats_every = if cfg.stats_interval.is_zero() {
+            Duration::from_secs(3600 * 24 * 365)
+        } else {
+            cfg.stats_interval
+        };
+        let mut stats_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
+        let mut health_tick = tokio::time::interval(Duration::from_millis(50));
+        // A signal that arrived during start-up is still unseen here, so the
+        // loop stops at once. A caller that drops its sender never stops us.
+        let mut signals_open = true;
+        loop {
+            tokio::select! {
+                _ = commit_tick.tick() => self.commit().await,
+                _ = stats_tick.tick() => {
+                    let line = self.progress.line(
+                        &self.pool.stats(),
+                        &self.assignment.lag(),
+                        self.single_topic,
+                        self.member_status().as_ref(),
+                    );
+                    eprintln!("{line}");
+                }
+                changed = shutdown.changed(), if signals_open => {
+                    if changed.is_err() { signals_open = false; continue; }
+                    tracing::info!("stop requested: finishing in-flight messages (a second signal aborts)");
+                    return (StopReason::Signal, None);
+                }
+                event = next_event(&mut self.membership) => {
+                    let Some(event) = event else {
+                        return (StopReason::Signal, Some(Error::Internal("the group membership task ended".into())));
+                    };
+                    if let Err(e) = self.on_event(event).await {
+                        return (StopReason::Signal, Some(e));
                     }
-                    Some(Ok(Err(e))) => { fetch_error = Some(e); break StopReason::Signal; }
-                    Some(Err(e)) => { fetch_error = Some(Error::Internal(format!("a fetch task failed: {e}"))); break StopReason::Signal; }
-                    _ => {}
                 }
-            }
-            _ = health_tick.tick() => {
-                if pool.is_stopped() {
-                    break StopReason::Failed;
+                done = self.assignment.next_done() => match done {
+                    Err(e) => return (StopReason::Signal, Some(e)),
+                    Ok((_, Ended::CaughtUp)) if cfg.exit_at_end
+                        && self.assignment.all_at_end()
+                        && !self.pool.is_stopped()
+                        && self.member_status().is_none_or(|s| s.stable) => {
+                        return (StopReason::EndOfLog, None);
+                    }
+                    Ok(_) => {}
+                },
+                _ = health_tick.tick() => {
+                    if self.pool.is_stopped() {
+                        return (StopReason::Failed, None);
+                    }
                 }
             }
         }
-    };
+    }
 
-    // Stop fetching first, so draining has a fixed amount of work.
-    let _ = stop_tx.send(true);
-    while tasks.join_next().await.is_some() {}
-
-    let report = {
-        let p = Arc::clone(&pool);
+    /// The stop: stop fetching, drain (or abort) the pool while still
+    /// answering the group, commit, leave the group, report.
+    async fn finish(
+        mut self,
+        cfg: &ConsumerConfig,
+        mut reason: StopReason,
+        error: Option<Error>,
+        mut shutdown: ShutdownSignal,
+    ) -> Result<ConsumeSummary> {
+        if let Some(m) = &self.membership {
+            m.begin_close();
+        }
+        // Stop fetching first, so draining has a fixed amount of work.
+        let mut parts = self.assignment.stop_all().await;
+        let p = Arc::clone(&self.pool);
         let timeout = cfg.drain_timeout;
         let failed = reason == StopReason::Failed;
         let mut stopping = tokio::task::spawn_blocking(move || {
@@ -378,8 +622,8 @@ pub async fn run<H: Handler>(
                 p.drain(timeout)
             }
         });
-        // The drain is cut short once two stop requests were made in all (two
-        // signals may have arrived before the loop above saw the first).
+        // The drain is cut short once two stop requests were made in all
+        // (two signals may have arrived before the main loop saw the first).
         let second_signal = async {
             loop {
                 if *shutdown.borrow_and_update() >= 2 {
@@ -390,110 +634,75 @@ pub async fn run<H: Handler>(
                 }
             }
         };
-        tokio::select! {
-            r = &mut stopping => r,
-            _ = second_signal, if reason != StopReason::Failed => {
-                tracing::warn!("second signal: abandoning queued messages");
-                reason = StopReason::Aborted;
-                pool.interrupt();
-                stopping.await
+        tokio::pin!(second_signal);
+        let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut interrupted = false;
+        let report = loop {
+            tokio::select! {
+                r = &mut stopping => break r,
+                _ = &mut second_signal, if reason != StopReason::Failed && !interrupted => {
+                    tracing::warn!("second signal: abandoning queued messages");
+                    reason = StopReason::Aborted;
+                    interrupted = true;
+                    self.pool.interrupt();
+                }
+                // The group keeps talking while we drain: revocations are
+                // acknowledged after the final commit below, lost partitions
+                // are not committed.
+                event = next_event(&mut self.membership) => match event {
+                    Some(GroupEvent::Revoke { done, .. }) => acks.push(done),
+                    Some(GroupEvent::Lost(tps)) => parts.retain(|(tp, _)| !tps.contains(tp)),
+                    Some(GroupEvent::Assigned(_)) => {}
+                    Some(GroupEvent::Failed(e)) => tracing::warn!("group membership failed while stopping: {e}"),
+                    None => self.membership = None,
+                },
             }
         }
-        .map_err(|e| Error::Internal(format!("stopping the worker pool: {e}")))?
-    };
-    if report.failure.is_some() {
-        reason = StopReason::Failed;
-    }
-    if report.timed_out {
-        tracing::warn!(
-            "drain timeout ({:?}) expired with {} message(s) unfinished; they will be redelivered",
-            cfg.drain_timeout,
-            report.unfinished
-        );
-    }
-    if let Err(e) = committer.commit(&tracker).await {
-        return Err(fetch_error.unwrap_or(e));
-    }
-    if let Some(e) = fetch_error {
-        return Err(e);
-    }
-    let mut committed: Vec<(i32, i64)> = committer
-        .committed()
-        .iter()
-        .map(|(p, o)| (*p, *o))
-        .collect();
-    committed.sort();
-    Ok(ConsumeSummary {
-        reason,
-        unfinished: report.unfinished,
-        stats: report.stats,
-        elapsed: progress.elapsed(),
-        committed,
-        failure: report.failure,
-    })
-}
-
-/// Checks the requested partitions against the topic's.
-fn select_partitions(cfg: &ConsumerConfig, existing: &BTreeSet<i32>) -> Result<Vec<i32>> {
-    match &cfg.partitions {
-        Partitions::All => Ok(existing.iter().copied().collect()),
-        Partitions::List(list) => {
-            let mut out = Vec::with_capacity(list.len());
-            for &p in list {
-                if !existing.contains(&p) {
-                    return Err(Error::UnknownPartition {
-                        topic: cfg.topic.clone(),
-                        partition: p,
-                        count: existing.len(),
-                    });
-                }
-                if !out.contains(&p) {
-                    out.push(p);
-                }
-            }
-            Ok(out)
+        .map_err(|e| Error::Internal(format!("stopping the worker pool: {e}")))?;
+        if report.failure.is_some() {
+            reason = StopReason::Failed;
         }
+        if report.timed_out {
+            tracing::warn!(
+                "drain timeout ({:?}) expired with {} message(s) unfinished; they will be redelivered",
+                cfg.drain_timeout,
+                report.unfinished
+            );
+        }
+        let who = self.identity();
+        let committed = self.committer.commit(&parts, &who).await;
+        for done in acks {
+            let _ = done.send(());
+        }
+        if let Some(m) = self.membership.take() {
+            m.leave(Duration::from_secs(10)).await;
+        }
+        if let Err(e) = committed {
+            return Err(error.unwrap_or_else(|| e.into()));
+        }
+        if let Some(e) = error {
+            return Err(e);
+        }
+        let mut committed: Vec<(TopicPartition, i64)> = parts
+            .iter()
+            .filter_map(|(tp, _)| Some((tp.clone(), *self.committer.committed().get(tp)?)))
+            .collect();
+        committed.sort();
+        Ok(ConsumeSummary {
+            reason,
+            unfinished: report.unfinished,
+            stats: report.stats,
+            elapsed: self.progress.elapsed(),
+            committed,
+            failure: report.failure,
+        })
     }
 }
 
-/// One partition's fetch task: fetch, submit in offset order (waiting while
-/// the pool is full), advance the tracker's fetch position, repeat.
-async fn fetch_loop(
-    mut fetcher: PartitionFetcher,
-    index: usize,
-    pool: Arc<Pool>,
-    part: Arc<PartitionOffsets>,
-    watermarks: Arc<Watermarks>,
-    mut stop: watch::Receiver<bool>,
-    exit_at_end: bool,
-) -> Result<()> {
-    loop {
-        watermarks.set(index, fetcher.high_watermark());
-        if *stop.borrow() || (exit_at_end && fetcher.caught_up()) {
-            return Ok(());
-        }
-        let batch = tokio::select! {
-            b = fetcher.next_batch() => b?,
-            _ = stop.changed() => return Ok(()),
-        };
-        // One batch submission per fetch: in offset order, awaiting room
-        // without blocking the runtime (the offending offset, if any, is
-        // named by the error itself).
-        tokio::select! {
-            r = pool.submit_batch_async(batch) => match r {
-                Ok(()) => {}
-                Err(SubmitError::Stopped | SubmitError::ShuttingDown) => return Ok(()),
-                Err(e) => {
-                    return Err(Error::kafka(
-                        format!("dispatching {}/{}", part.topic_partition().topic, part.topic_partition().partition),
-                        e,
-                    ));
-                }
-            },
-            // Leaving mid-submit is safe: what was queued is processed, the
-            // rest stays unfinished (or undispatched) and is redelivered.
-            _ = stop.changed() => return Ok(()),
-        }
-        part.set_next_fetch(fetcher.position());
-    }
+/// `t-0,t-3` for log lines.
+fn list(tps: &[TopicPartition]) -> String {
+    tps.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }

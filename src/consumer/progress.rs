@@ -1,46 +1,11 @@
 //! The progress line printed every `--stats-interval`, and the final summary.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::offsets::OffsetTracker;
+use crate::group::MemberStatus;
+use crate::offsets::TopicPartition;
 use crate::pool::PoolStats;
-
-/// High watermarks per partition, written by the fetchers, read for lag.
-pub struct Watermarks {
-    partitions: Vec<i32>,
-    values: Vec<AtomicI64>,
-}
-
-impl Watermarks {
-    /// Unknown (-1) watermarks for `partitions`.
-    pub fn new(partitions: &[i32]) -> Self {
-        Self {
-            partitions: partitions.to_vec(),
-            values: partitions.iter().map(|_| AtomicI64::new(-1)).collect(),
-        }
-    }
-
-    /// Records the high watermark of the partition at `index` (position in the list).
-    pub fn set(&self, index: usize, hwm: i64) {
-        self.values[index].fetch_max(hwm, Ordering::Relaxed);
-    }
-
-    /// `(partition, lag)` with lag = high watermark − committable offset.
-    pub fn lag(&self, topic: &Arc<str>, tracker: &OffsetTracker) -> Vec<(i32, i64)> {
-        self.partitions
-            .iter()
-            .zip(&self.values)
-            .map(|(&p, hwm)| {
-                let hwm = hwm.load(Ordering::Relaxed);
-                let done = tracker.committable(topic, p).unwrap_or(0);
-                (p, if hwm < 0 { 0 } else { (hwm - done).max(0) })
-            })
-            .collect()
-    }
-}
 
 /// Turns successive pool counters into rates.
 pub struct Progress {
@@ -52,6 +17,16 @@ pub struct Progress {
 impl Default for Progress {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// `p3` when the consumer reads one topic, else `topic-3`: short lines for
+/// the common case, unambiguous ones otherwise.
+pub fn partition_label(tp: &TopicPartition, single_topic: bool) -> String {
+    if single_topic {
+        format!("p{}", tp.partition)
+    } else {
+        tp.to_string()
     }
 }
 
@@ -72,8 +47,14 @@ impl Progress {
     }
 
     /// One progress line: rate since the last line, in flight, retried,
-    /// failed, and per-partition lag.
-    pub fn line(&mut self, stats: &PoolStats, lag: &[(i32, i64)]) -> String {
+    /// failed, per-partition lag, and the group membership if any.
+    pub fn line(
+        &mut self,
+        stats: &PoolStats,
+        lag: &[(TopicPartition, i64)],
+        single_topic: bool,
+        group: Option<&MemberStatus>,
+    ) -> String {
         let now = Instant::now();
         let dt = now.duration_since(self.last_at).as_secs_f64().max(1e-9);
         let rate = stats.finished.saturating_sub(self.last_finished) as f64 / dt;
@@ -83,8 +64,14 @@ impl Progress {
             "consumer: {:.0} msg/s, {} handled, {} in flight, {} retried, {} failed, lag",
             rate, stats.finished, stats.in_flight, stats.retried, stats.failed
         );
-        for (p, l) in lag {
-            let _ = write!(s, " p{p}={l}");
+        if lag.is_empty() {
+            s.push_str(" -");
+        }
+        for (tp, l) in lag {
+            let _ = write!(s, " {}={l}", partition_label(tp, single_topic));
+        }
+        if let Some(g) = group {
+            let _ = write!(s, "; {}", g.line());
         }
         s
     }

@@ -1,5 +1,6 @@
-//! Consumer-group offsets: find the group coordinator, read committed
-//! offsets, commit offsets.
+//! The group coordinator: find it, read committed offsets, commit offsets,
+//! and carry the membership requests of [`super::classic`] and
+//! [`super::kip848`].
 //!
 //! [`GroupClient`] speaks FindCoordinator, OffsetFetch and OffsetCommit over
 //! our own [`crate::protocol::Connection`], because rskafka has no
@@ -32,7 +33,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Mutex;
 
-use crate::protocol::{Connection, ConnectionConfig, ProtocolError, VersionRange, format_addr};
+use crate::protocol::{
+    ApiRequest, Connection, ConnectionConfig, ProtocolError, VersionRange, format_addr,
+};
 
 /// FindCoordinator versions we build and read: v0-3 carry one key, v4+ a
 /// batch of keys (we always send one).
@@ -50,6 +53,50 @@ const KEY_TYPE_GROUP: i8 = 0;
 pub const STANDALONE_GENERATION: i32 = -1;
 /// Member id a standalone (manually assigned) member commits with.
 pub const STANDALONE_MEMBER: &str = "";
+
+/// Who a commit comes from. Kafka fences commits by it: a member of a
+/// classic group commits with its generation and member id, a KIP-848
+/// member with its member epoch and member id, a manually assigned
+/// consumer as a standalone member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitIdentity {
+    /// Classic generation id, or KIP-848 member epoch; -1 standalone.
+    pub generation_or_epoch: i32,
+    /// Member id; empty standalone.
+    pub member_id: String,
+    /// Static membership instance id (KIP-345), if any.
+    pub instance_id: Option<String>,
+}
+
+impl CommitIdentity {
+    /// The identity of a manually assigned consumer (Java's `assign()`).
+    pub fn standalone() -> Self {
+        Self {
+            generation_or_epoch: STANDALONE_GENERATION,
+            member_id: STANDALONE_MEMBER.to_string(),
+            instance_id: None,
+        }
+    }
+
+    /// True for a group member (not standalone).
+    pub fn is_member(&self) -> bool {
+        !self.member_id.is_empty()
+    }
+}
+
+/// Kafka errors that say a commit (or heartbeat) came from a member the
+/// group no longer knows in that role: its partitions may already belong to
+/// someone else, so they must be dropped, never retried blindly.
+pub fn is_fencing_error(e: &ResponseError) -> bool {
+    matches!(
+        e,
+        ResponseError::IllegalGeneration
+            | ResponseError::UnknownMemberId
+            | ResponseError::StaleMemberEpoch
+            | ResponseError::FencedInstanceId
+            | ResponseError::FencedMemberEpoch
+    )
+}
 
 /// Timeouts and retry policy of a [`GroupClient`].
 #[derive(Clone, Debug)]
@@ -282,6 +329,79 @@ enum Attempt {
     Fail(GroupError),
 }
 
+/// Runs `$attempt` (an expression yielding `Result<T, Attempt>`, with the
+/// coordinator connection bound to `$conn`) against the coordinator,
+/// retrying transient failures with exponential backoff until the retry
+/// deadline. A macro rather than a function taking an async closure: such
+/// futures are not `Send` for every lifetime, and the consumer's futures
+/// must be spawnable.
+macro_rules! retrying {
+    ($client:expr, $op:expr, |$conn:ident| $attempt:expr) => {{
+        let mut retry = Retrying::new(&$client.config);
+        loop {
+            let outcome: Result<_, Attempt> = match $client.coordinator_connection($op).await {
+                Ok($conn) => (async { $attempt }).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(v) => break Ok(v),
+                Err(e) => {
+                    if let Err(fatal) = retry.after($client, $op, e).await {
+                        break Err(fatal);
+                    }
+                }
+            }
+        }
+    }};
+}
+
+/// The backoff and deadline of one retried operation.
+struct Retrying {
+    started: Instant,
+    deadline: Instant,
+    backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Retrying {
+    fn new(config: &GroupConfig) -> Self {
+        let started = Instant::now();
+        Self {
+            started,
+            deadline: started + config.retry_deadline,
+            backoff: config.initial_backoff,
+            max_backoff: config.max_backoff,
+        }
+    }
+
+    /// Handles a failed attempt: final failures and an expired deadline are
+    /// returned as errors; otherwise drops the coordinator if asked and
+    /// sleeps the backoff, so the caller can try again.
+    async fn after(
+        &mut self,
+        client: &GroupClient,
+        op: &'static str,
+        failure: Attempt,
+    ) -> Result<(), GroupError> {
+        let (rediscover, unreachable, reason) = match failure {
+            Attempt::Fail(e) => return Err(e),
+            Attempt::Retry { rediscover, reason } => (rediscover, false, reason),
+            Attempt::Unreachable(reason) => (true, true, reason),
+        };
+        if rediscover {
+            *client.coordinator.lock().await = None;
+        }
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Err(client.give_up(op, self.started.elapsed(), unreachable, reason));
+        }
+        tracing::debug!(group = %client.group_id, op, %reason, backoff = ?self.backoff, "retrying");
+        tokio::time::sleep(self.backoff.min(self.deadline - now)).await;
+        self.backoff = (self.backoff * 2).min(self.max_backoff);
+        Ok(())
+    }
+}
+
 /// Kafka errors that mean "the coordinator moved or is not ready yet".
 fn coordinator_error(e: &ResponseError) -> Option<bool> {
     match e {
@@ -341,11 +461,7 @@ impl GroupClient {
         config: GroupConfig,
     ) -> Result<Self, GroupError> {
         let client = Self::new(bootstrap, group_id, config);
-        client
-            .with_retries("finding the coordinator", async |conn: Arc<Connection>| {
-                Ok(conn.broker().to_string())
-            })
-            .await?;
+        client.coordinator().await?;
         Ok(client)
     }
 
@@ -356,10 +472,9 @@ impl GroupClient {
 
     /// Address of the current coordinator, discovering it if needed.
     pub async fn coordinator(&self) -> Result<String, GroupError> {
-        self.with_retries("finding the coordinator", async |conn: Arc<Connection>| {
-            Ok(conn.broker().to_string())
-        })
-        .await
+        retrying!(self, "finding the coordinator", |conn| Ok(conn
+            .broker()
+            .to_string()))
     }
 
     /// Reads the group's committed offsets for the given partitions.
@@ -386,11 +501,9 @@ impl GroupClient {
         if wanted.values().all(Vec::is_empty) {
             return Ok(HashMap::new());
         }
-        self.with_retries(
-            "fetching committed offsets",
-            async |conn: Arc<Connection>| self.try_fetch(&conn, &wanted).await,
-        )
-        .await
+        retrying!(self, "fetching committed offsets", |conn| self
+            .try_fetch(&conn, &wanted)
+            .await)
     }
 
     /// Commits `offsets` — (topic, partition, next offset to consume) — as a
@@ -401,13 +514,13 @@ impl GroupClient {
         &self,
         offsets: &[(T, i32, i64)],
     ) -> Result<(), GroupError> {
-        self.commit(offsets, STANDALONE_GENERATION, STANDALONE_MEMBER)
-            .await
+        self.commit(offsets, &CommitIdentity::standalone()).await
     }
 
-    /// Commits `offsets` — (topic, partition, next offset to consume) — for
-    /// the member `member_id` of generation `generation_id` (use
-    /// [`GroupClient::commit_standalone`] for manual assignment).
+    /// Commits `offsets` — (topic, partition, next offset to consume) — as
+    /// `who` (use [`GroupClient::commit_standalone`] for manual assignment).
+    /// A commit the group fences (see [`is_fencing_error`]) fails at once
+    /// with that error, never retried.
     ///
     /// Guarantee on `Ok`: the coordinator acknowledged every partition. If a
     /// partition appears twice, the last offset wins. On error nothing can
@@ -416,8 +529,7 @@ impl GroupClient {
     pub async fn commit<T: AsRef<str>>(
         &self,
         offsets: &[(T, i32, i64)],
-        generation_id: i32,
-        member_id: &str,
+        who: &CommitIdentity,
     ) -> Result<(), GroupError> {
         let mut by_topic: BTreeMap<&str, BTreeMap<i32, i64>> = BTreeMap::new();
         for (topic, partition, offset) in offsets {
@@ -429,45 +541,54 @@ impl GroupClient {
         if by_topic.is_empty() {
             return Ok(());
         }
-        self.with_retries("committing offsets", async |conn: Arc<Connection>| {
-            self.try_commit(&conn, &by_topic, generation_id, member_id)
-                .await
-        })
-        .await
+        retrying!(self, "committing offsets", |conn| self
+            .try_commit(&conn, &by_topic, who)
+            .await)
     }
 
-    /// Runs `attempt` against the coordinator, retrying transient failures
-    /// with exponential backoff until the retry deadline.
-    async fn with_retries<T>(
+    /// Sends one membership request to the coordinator and returns the
+    /// response and the version used. Transport failures and coordinator
+    /// moves (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE,
+    /// COORDINATOR_LOAD_IN_PROGRESS, as `error_code` reads them from the
+    /// response) are retried with backoff, re-discovering the coordinator,
+    /// until the retry deadline; any other error code is returned inside the
+    /// response for the caller's state machine. `timeout` bounds one attempt
+    /// (a JoinGroup waits on the broker for the whole rebalance).
+    pub(crate) async fn call<R: ApiRequest>(
         &self,
         op: &'static str,
-        mut attempt: impl AsyncFnMut(Arc<Connection>) -> Result<T, Attempt>,
-    ) -> Result<T, GroupError> {
-        let started = Instant::now();
-        let deadline = started + self.config.retry_deadline;
-        let mut backoff = self.config.initial_backoff;
-        loop {
-            let outcome = match self.coordinator_connection(op).await {
-                Ok(conn) => attempt(conn).await,
-                Err(e) => Err(e),
-            };
-            let (rediscover, unreachable, reason) = match outcome {
-                Ok(v) => return Ok(v),
-                Err(Attempt::Fail(e)) => return Err(e),
-                Err(Attempt::Retry { rediscover, reason }) => (rediscover, false, reason),
-                Err(Attempt::Unreachable(reason)) => (true, true, reason),
-            };
-            if rediscover {
-                *self.coordinator.lock().await = None;
+        versions: VersionRange,
+        timeout: Duration,
+        build: impl Fn(i16) -> R,
+        error_code: impl Fn(&R::Response) -> i16,
+    ) -> Result<(R::Response, i16), GroupError> {
+        retrying!(self, op, |conn| {
+            let version = self.negotiate(op, &conn, R::KEY, versions)?;
+            let response = conn
+                .send_within(&build(version), version, timeout)
+                .await
+                .map_err(|e| self.protocol_failure(op, e))?;
+            match ResponseError::try_from_code(error_code(&response))
+                .and_then(|e| coordinator_error(&e).map(|r| (e, r)))
+            {
+                Some((e, rediscover)) => Err(Attempt::Retry {
+                    rediscover,
+                    reason: format!("{e} from {}", conn.broker()),
+                }),
+                None => Ok((response, version)),
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(self.give_up(op, started.elapsed(), unreachable, reason));
-            }
-            tracing::debug!(group = %self.group_id, op, %reason, ?backoff, "retrying");
-            tokio::time::sleep(backoff.min(deadline - now)).await;
-            backoff = (backoff * 2).min(self.config.max_backoff);
-        }
+        })
+    }
+
+    /// The versions of `api` the coordinator supports (discovering it if
+    /// needed); `None` if it does not support the API at all.
+    pub async fn coordinator_supports(
+        &self,
+        api: ApiKey,
+    ) -> Result<Option<VersionRange>, GroupError> {
+        retrying!(self, "finding the coordinator", |conn| Ok(
+            conn.broker_versions(api)
+        ))
     }
 
     /// The error for a retry loop that ran out of time: "unreachable" if we
@@ -731,8 +852,7 @@ impl GroupClient {
         &self,
         conn: &Connection,
         by_topic: &BTreeMap<&str, BTreeMap<i32, i64>>,
-        generation_id: i32,
-        member_id: &str,
+        who: &CommitIdentity,
     ) -> Result<(), Attempt> {
         const OP: &str = "committing offsets";
         let version = self.negotiate(OP, conn, ApiKey::OffsetCommit, OFFSET_COMMIT_VERSIONS)?;
@@ -755,8 +875,13 @@ impl GroupClient {
             .collect();
         let request = OffsetCommitRequest::default()
             .with_group_id(GroupId(StrBytes::from_string(self.group_id.clone())))
-            .with_generation_id_or_member_epoch(generation_id)
-            .with_member_id(StrBytes::from_string(member_id.to_string()))
+            .with_generation_id_or_member_epoch(who.generation_or_epoch)
+            .with_member_id(StrBytes::from_string(who.member_id.clone()))
+            .with_group_instance_id(
+                (version >= 7)
+                    .then(|| who.instance_id.clone().map(StrBytes::from_string))
+                    .flatten(),
+            )
             .with_topics(topics);
         let response = conn
             .send(&request, version)
@@ -946,9 +1071,6 @@ mod tests {
         );
         assert_eq!(coordinator_error(&ResponseError::IllegalGeneration), None);
     }
-
-    #[test]
-    fn ipv6_coordinator_addresses_are_bracketed() {}
 
     #[tokio::test]
     async fn unreachable_bootstrap_gives_up_at_the_deadline_with_a_clear_error() {

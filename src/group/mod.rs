@@ -1,9 +1,17 @@
-//! Consumer groups: the coordinator and committed offsets ([`coordinator`]),
-//! and the classic protocol's assignors ([`assignor`]).
+//! Consumer groups: the coordinator and committed offsets
+//! ([`coordinator`]), and group membership under either protocol — the
+//! classic one with client-side assignors ([`classic`], [`assignor`]) and
+//! KIP-848's server-side assignment ([`kip848`]) — behind one
+//! [`Membership`] handle that the consumer pipeline drives ([`membership`]).
 
 pub mod assignor;
+pub mod classic;
 pub mod coordinator;
+pub mod kip848;
+pub mod membership;
 
 pub use coordinator::{
-    GroupClient, GroupConfig, GroupError, STANDALONE_GENERATION, STANDALONE_MEMBER,
+    CommitIdentity, GroupClient, GroupConfig, GroupError, STANDALONE_GENERATION, STANDALONE_MEMBER,
+    is_fencing_error,
 };
+pub use membership::{GroupEvent, GroupProtocol, MemberStatus, Membership, MembershipConfig};

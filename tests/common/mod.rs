@@ -5,6 +5,8 @@
 //! silently skipped integration test proves nothing.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod members;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,6 +1,8 @@
 //! What both binaries share around the library: logging set-up, signals, and
 //! turning a result into one line and an exit code.
 
+pub mod consumer;
+
 use std::future::Future;
 
 use crate::error::{EXIT_OK, Error, Result};
@@ -16,6 +18,7 @@ pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

@@ -1,0 +1,454 @@
+//! The `consumer` command line: its flags, how the positional arguments of
+//! the original tool map onto a manual assignment or a group subscription,
+//! and the run itself. The binary only calls [`main`].
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::cluster::{self, ClusterConfig};
+use crate::consumer::{self, ConsumerConfig, Partitions, StartAt};
+use crate::dlq::DeadLetterQueue;
+use crate::error::{Error, Result};
+use crate::fetcher::{FetchConfig, Reset};
+use crate::group::GroupProtocol;
+use crate::group::assignor::Assignor;
+use crate::handlers::{ExecHandler, Format, PrintHandler};
+use crate::pool::{FailurePolicy, Ordering};
+
+/// A preference list of assignors (an alias, so clap takes it as one value).
+type Assignors = Vec<Assignor>;
+
+/// Consume Kafka topics in order per key and in parallel across keys.
+#[derive(Parser, Debug)]
+#[command(
+    name = "consumer",
+    version,
+    override_usage = "consumer [OPTIONS] <BROKER> <TOPIC> <GROUP> [-- CMD ARGS...]              (join GROUP)\n       \
+                      consumer [OPTIONS] <BROKER> <TOPIC> <PARTITION> <GROUP> [-- CMD ARGS...]  (read PARTITION)\n       \
+                      consumer [OPTIONS] --bootstrap-server <LIST> --topic <TOPIC> --group <GROUP> [--partitions <LIST|all>]"
+)]
+pub struct ConsumerArgs {
+    /// BROKER TOPIC [PARTITION] GROUP as in the original tool. Without a
+    /// PARTITION (and without --partitions) the consumer joins GROUP and reads
+    /// what the group assigns. BROKER, TOPIC and GROUP may be given as flags.
+    #[arg(value_name = "ARGS", num_args = 0..=4)]
+    positional: Vec<String>,
+    /// Bootstrap brokers, comma separated (host:port,...).
+    #[arg(long, visible_alias = "bootstrap-server", env = "KAFKA_BROKERS")]
+    brokers: Option<String>,
+    /// Topic to read; several, comma separated, make one subscription.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Consumer group.
+    #[arg(long)]
+    group: Option<String>,
+    /// Partitions to read (manual assignment): a list (0,2,5) or `all`.
+    #[arg(long, env = "KAFKA_PARTITIONS")]
+    partitions: Option<String>,
+    /// Group protocol: consumer (KIP-848), classic, or auto.
+    #[arg(long, default_value = "auto", env = "KAFKA_GROUP_PROTOCOL", value_parser = GroupProtocol::parse)]
+    group_protocol: GroupProtocol,
+    /// Classic assignors in order of preference: cooperative-sticky, range, roundrobin.
+    #[arg(long, default_value = "cooperative-sticky,range", env = "KAFKA_ASSIGNOR", value_parser = Assignor::parse_list)]
+    assignor: Assignors,
+    /// KIP-848 server-side assignor: uniform or range (default: the broker's).
+    #[arg(long, value_parser = ["uniform", "range"])]
+    group_remote_assignor: Option<String>,
+    /// Static membership id (KIP-345): a restart within the session timeout keeps the partitions.
+    #[arg(long, env = "KAFKA_GROUP_INSTANCE_ID")]
+    group_instance_id: Option<String>,
+    /// Classic session timeout (KIP-848: configured on the broker).
+    #[arg(long, default_value = "45s", value_parser = parse_duration)]
+    session_timeout: Duration,
+    /// Classic heartbeat interval (KIP-848: the broker says).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    heartbeat_interval: Duration,
+    /// Rebalance timeout: how long a revocation may wait for running handlers.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    max_poll_interval: Duration,
+    /// How often a classic member looks for partitions added to its topics.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    metadata_max_age: Duration,
+    /// Client id shown by kafka-consumer-groups (default mykafkams-consumer-<pid>).
+    #[arg(long, env = "KAFKA_CLIENT_ID")]
+    client_id: Option<String>,
+    /// Start position: committed, earliest, latest, or an offset (manual assignment).
+    #[arg(long, default_value = "committed", env = "KAFKA_FROM", value_parser = parse_start)]
+    from: StartAt,
+    /// Where to start without a committed offset (or when it is out of range): earliest or latest.
+    #[arg(long, default_value = "earliest", env = "KAFKA_RESET", value_parser = parse_reset)]
+    reset: Reset,
+    /// Worker lanes (threads). Default: CPUs x 4.
+    #[arg(long, env = "KAFKA_WORKERS")]
+    workers: Option<usize>,
+    /// Order kept: key (per key), partition (per partition), unordered.
+    #[arg(long, default_value = "key", env = "KAFKA_ORDERING", value_parser = parse_ordering)]
+    ordering: Ordering,
+    /// Most messages fetched but not finished (bounds memory).
+    #[arg(long, default_value_t = 10_000, env = "KAFKA_MAX_IN_FLIGHT")]
+    max_in_flight: usize,
+    /// Retries of a failing message (backoff doubles from --retry-backoff).
+    #[arg(long, default_value_t = 3, env = "KAFKA_RETRIES")]
+    retries: u32,
+    /// First retry backoff, e.g. 200ms or 1s.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    retry_backoff: Duration,
+    /// After the last retry: stop (commit up to it, exit 6), skip, or dlq:TOPIC.
+    #[arg(long, default_value = "stop", env = "KAFKA_ON_FAILURE")]
+    on_failure: String,
+    /// Stop once every (assigned) partition is caught up and its messages are handled.
+    #[arg(long)]
+    exit_at_end: bool,
+    /// How often finished offsets are committed, e.g. 1s.
+    #[arg(long, default_value = "1s", env = "KAFKA_COMMIT_INTERVAL", value_parser = parse_duration)]
+    commit_interval: Duration,
+    /// How often a progress line goes to stderr (0 turns it off).
+    #[arg(long, default_value = "5s", env = "KAFKA_STATS_INTERVAL", value_parser = parse_duration)]
+    stats_interval: Duration,
+    /// Longest a graceful stop waits for in-flight messages.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// What to do with each message: print, or exec (runs the command after `--`).
+    #[arg(long, default_value = "print", value_parser = ["print", "exec"])]
+    handler: String,
+    /// Output of --handler print: value, text (partition, offset, key, value), json.
+    #[arg(long, default_value = "value", env = "KAFKA_FORMAT")]
+    format: Format,
+    /// Longest a fetch waits on the broker for new data.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    fetch_max_wait: Duration,
+    /// Most bytes one fetch returns per partition.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    fetch_max_bytes: i32,
+    /// Seconds to wait for the broker before giving up.
+    #[arg(long, default_value_t = 10, env = "KAFKA_CONNECT_TIMEOUT")]
+    connect_timeout: u64,
+    /// The command for --handler exec.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn parse_start(s: &str) -> std::result::Result<StartAt, String> {
+    match s {
+        "committed" => Ok(StartAt::Committed),
+        "earliest" => Ok(StartAt::Earliest),
+        "latest" => Ok(StartAt::Latest),
+        n => n
+            .parse::<i64>()
+            .ok()
+            .filter(|o| *o >= 0)
+            .map(StartAt::Offset)
+            .ok_or_else(|| format!("'{n}' is not committed, earliest, latest or an offset >= 0")),
+    }
+}
+
+fn parse_reset(s: &str) -> std::result::Result<Reset, String> {
+    match s {
+        "earliest" => Ok(Reset::Earliest),
+        "latest" => Ok(Reset::Latest),
+        other => Err(format!("'{other}' is not earliest or latest")),
+    }
+}
+
+fn parse_ordering(s: &str) -> std::result::Result<Ordering, String> {
+    match s {
+        "key" => Ok(Ordering::Key),
+        "partition" => Ok(Ordering::Partition),
+        "unordered" => Ok(Ordering::Unordered),
+        other => Err(format!("'{other}' is not key, partition or unordered")),
+    }
+}
+
+/// `500ms`, `2s`, `1.5s`, `1m`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let bad = || format!("'{s}' is not a duration (e.g. 500ms, 2s, 1m)");
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(bad()),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_partitions(s: &str) -> Result<Partitions> {
+    if s == "all" {
+        return Ok(Partitions::All);
+    }
+    let list: std::result::Result<Vec<i32>, _> =
+        s.split(',').map(|p| p.trim().parse::<i32>()).collect();
+    match list {
+        Ok(l) if !l.is_empty() && l.iter().all(|p| *p >= 0) => Ok(Partitions::List(l)),
+        _ => Err(Error::Usage(format!(
+            "partitions '{s}': give a partition number, a list like 0,2,5, or all"
+        ))),
+    }
+}
+
+/// What the command line names: brokers, topics, partitions (or the group's), group.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    brokers: String,
+    topic: String,
+    partitions: Partitions,
+    group: String,
+}
+
+/// Maps the positionals onto BROKER TOPIC [PARTITION] GROUP, leaving out
+/// those given as flags. One positional more than the flags leave open is
+/// the PARTITION (manual assignment); --partitions wins over it. Without
+/// either, the consumer joins the group.
+fn resolve_target(args: &ConsumerArgs) -> Result<Target> {
+    let usage = || {
+        Error::Usage(
+            "wrong number of arguments; usage: consumer <BROKER> <TOPIC> [<PARTITION>] <GROUP> (BROKER, TOPIC and GROUP may be given as --brokers, --topic, --group)"
+                .into(),
+        )
+    };
+    let open = [&args.brokers, &args.topic, &args.group]
+        .iter()
+        .filter(|f| f.is_none())
+        .count();
+    let p = &args.positional;
+    let with_partition = match p.len() {
+        n if n == open => false,
+        n if n == open + 1 => true,
+        _ => return Err(usage()),
+    };
+    let mut it = p.iter().cloned();
+    let brokers = args
+        .brokers
+        .clone()
+        .or_else(|| it.next())
+        .ok_or_else(usage)?;
+    let topic = args.topic.clone().or_else(|| it.next()).ok_or_else(usage)?;
+    let positional_partition = if with_partition { it.next() } else { None };
+    let group = args.group.clone().or_else(|| it.next()).ok_or_else(usage)?;
+    let partitions = match (&args.partitions, positional_partition) {
+        (Some(flag), _) => parse_partitions(flag)?,
+        (None, Some(pos)) => parse_partitions(&pos)?,
+        (None, None) => Partitions::Group,
+    };
+    Ok(Target {
+        brokers,
+        topic,
+        partitions,
+        group,
+    })
+}
+
+/// Builds the run's configuration from the command line.
+fn config(args: &ConsumerArgs) -> Result<ConsumerConfig> {
+    let t = resolve_target(args)?;
+    if t.group.trim().is_empty() {
+        return Err(Error::Usage(
+            "the group id is empty: give a group name".into(),
+        ));
+    }
+    if args.workers == Some(0) || args.max_in_flight == 0 {
+        return Err(Error::Usage(
+            "--workers and --max-in-flight must be at least 1".into(),
+        ));
+    }
+    let cluster = ClusterConfig {
+        connect_timeout: Duration::from_secs(args.connect_timeout),
+        client_id: args
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("mykafkams-consumer-{}", std::process::id())),
+        ..ClusterConfig::new(cluster::parse_brokers(&t.brokers)?)
+    };
+    let mut cfg = ConsumerConfig::new(cluster, t.topic, t.partitions, t.group);
+    cfg.start = args.from;
+    cfg.reset = args.reset;
+    if let Some(w) = args.workers {
+        cfg.workers = w;
+    }
+    cfg.ordering = args.ordering;
+    cfg.max_in_flight = args.max_in_flight;
+    cfg.retries = args.retries;
+    cfg.retry_backoff = args.retry_backoff;
+    cfg.exit_at_end = args.exit_at_end;
+    cfg.commit_interval = args.commit_interval;
+    cfg.stats_interval = args.stats_interval;
+    cfg.drain_timeout = args.drain_timeout;
+    cfg.fetch = FetchConfig {
+        max_wait: args.fetch_max_wait,
+        max_bytes: args.fetch_max_bytes,
+        reset: args.reset,
+        ..FetchConfig::default()
+    };
+    let m = &mut cfg.membership;
+    m.protocol = args.group_protocol;
+    m.assignors = args.assignor.clone();
+    m.remote_assignor = args.group_remote_assignor.clone();
+    m.instance_id = args.group_instance_id.clone();
+    m.session_timeout = args.session_timeout;
+    m.heartbeat_interval = args.heartbeat_interval;
+    m.rebalance_timeout = args.max_poll_interval;
+    m.metadata_refresh = args.metadata_max_age;
+    Ok(cfg)
+}
+
+/// Runs the consumer the command line describes, until the end of the log,
+/// a signal, or a failure; prints the summary line.
+pub async fn main(args: ConsumerArgs) -> Result<()> {
+    let mut os_signals = super::Signals::install()?;
+    let cfg = config(&args)?;
+    let exec = match (args.handler.as_str(), args.command.is_empty()) {
+        ("exec", true) => {
+            return Err(Error::Usage(
+                "--handler exec needs a command after `--`, e.g. -- sh -c 'cat'".into(),
+            ));
+        }
+        ("exec", false) => ExecHandler::new(&args.command),
+        (_, false) => {
+            return Err(Error::Usage(
+                "a command after `--` needs --handler exec".into(),
+            ));
+        }
+        _ => None,
+    };
+    let on_failure = match args.on_failure.as_str() {
+        "stop" => FailurePolicy::Stop,
+        "skip" => FailurePolicy::Skip,
+        dlq if dlq.starts_with("dlq:") && dlq.len() > 4 => {
+            let client = cluster::connect(&cfg.cluster).await?;
+            std::sync::Arc::new(DeadLetterQueue::open(&client, &dlq[4..]).await?).policy()
+        }
+        other => {
+            return Err(Error::Usage(format!(
+                "--on-failure '{other}': use stop, skip or dlq:<topic>"
+            )));
+        }
+    };
+    // Each SIGINT/SIGTERM bumps the counter: 1 = drain and stop, 2 = abort.
+    let (signal_tx, signals) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            os_signals.recv().await;
+            signal_tx.send_modify(|n| *n += 1);
+        }
+    });
+    let summary = match exec {
+        Some(h) => consumer::run(cfg, h, on_failure, signals).await?,
+        None => consumer::run(cfg, PrintHandler::stdout(args.format), on_failure, signals).await?,
+    };
+    eprintln!("{}", summary.line());
+    summary.into_result()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        ConsumerArgs::command().debug_assert();
+        let args = ConsumerArgs::try_parse_from(["consumer", "h:1", "t", "g"]).unwrap();
+        assert_eq!(
+            args.assignor,
+            vec![Assignor::CooperativeSticky, Assignor::Range]
+        );
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("3h").is_err());
+    }
+
+    #[test]
+    fn partitions_parse_as_list_or_all() {
+        assert_eq!(parse_partitions("all").unwrap(), Partitions::All);
+        assert_eq!(
+            parse_partitions("0,2, 5").unwrap(),
+            Partitions::List(vec![0, 2, 5])
+        );
+        assert!(parse_partitions("x").is_err());
+        assert!(parse_partitions("-1").is_err());
+        assert!(parse_partitions("").is_err());
+    }
+
+    fn parse(v: &[&str]) -> Result<Target> {
+        let mut argv = vec!["consumer"];
+        argv.extend_from_slice(v);
+        resolve_target(&ConsumerArgs::try_parse_from(argv).unwrap())
+    }
+
+    fn target(b: &str, t: &str, p: Partitions, g: &str) -> Target {
+        Target {
+            brokers: b.into(),
+            topic: t.into(),
+            partitions: p,
+            group: g.into(),
+        }
+    }
+
+    #[test]
+    fn a_partition_means_manual_assignment() {
+        let two = Partitions::List(vec![2]);
+        assert_eq!(
+            parse(&["h:1", "t", "2", "g"]).unwrap(),
+            target("h:1", "t", two.clone(), "g")
+        );
+        assert_eq!(
+            parse(&["--brokers", "h:1", "t", "2", "g"]).unwrap(),
+            target("h:1", "t", two, "g")
+        );
+        assert_eq!(
+            parse(&["--partitions", "all", "h:1", "t", "g"]).unwrap(),
+            target("h:1", "t", Partitions::All, "g")
+        );
+        assert_eq!(
+            parse(&["--brokers", "h:1", "--partitions", "0,1", "t", "g"]).unwrap(),
+            target("h:1", "t", Partitions::List(vec![0, 1]), "g")
+        );
+    }
+
+    #[test]
+    fn without_a_partition_the_consumer_joins_the_group() {
+        assert_eq!(
+            parse(&["h:1", "t", "g"]).unwrap(),
+            target("h:1", "t", Partitions::Group, "g")
+        );
+        assert_eq!(
+            parse(&["--brokers", "h:1", "t1,t2", "g"]).unwrap(),
+            target("h:1", "t1,t2", Partitions::Group, "g")
+        );
+        assert_eq!(
+            parse(&["--bootstrap-server", "h:1", "--topic", "t", "--group", "g"]).unwrap(),
+            target("h:1", "t", Partitions::Group, "g")
+        );
+        assert_eq!(
+            parse(&["--topic", "t", "--group", "g", "h:1", "3"]).unwrap(),
+            target("h:1", "t", Partitions::List(vec![3]), "g")
+        );
+    }
+
+    #[test]
+    fn too_few_or_too_many_positionals_are_usage_errors() {
+        for bad in [&["t", "g"][..], &["h:1", "t"], &["--group", "g", "h:1"]] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::EXIT_USAGE, "{bad:?}");
+            assert!(!e.to_string().contains('\n'));
+        }
+        // More than four is clap's own error (exit 2 through `parse_args`).
+        assert!(ConsumerArgs::try_parse_from(["consumer", "h:1", "t", "1", "g", "x"]).is_err());
+    }
+}

@@ -1,0 +1,317 @@
+//! The partitions this consumer reads right now, and their fetch tasks.
+//!
+//! Partitions come and go while the pipeline runs (group rebalances): each
+//! one is started from a validated position with a fetch task of its own and
+//! a fresh [`PartitionOffsets`] in the tracker (one per assignment, so
+//! completions of an earlier assignment can never touch a later one), and
+//! stopped by telling its task and waiting until it has returned, after which
+//! nothing more of it is submitted to the pool.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::cluster::ClusterConfig;
+use crate::error::{Error, Result};
+use crate::fetcher::{FetchConfig, PartitionFetcher, Reset};
+use crate::offsets::{OffsetTracker, PartitionOffsets, TopicPartition};
+use crate::pool::{Pool, SubmitError};
+
+use super::StartAt;
+
+/// How a fetch task ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// Reached the end of the log (`exit_at_end`).
+    CaughtUp,
+    /// Told to stop, or the pool stopped taking messages.
+    Stopped,
+}
+
+/// A fetch task's report: which partition (and which assignment of it) ended how.
+pub(crate) struct Done {
+    pub(crate) tp: TopicPartition,
+    pub(crate) id: u64,
+    pub(crate) result: Result<Ended>,
+}
+
+/// One partition being read.
+struct Running {
+    id: u64,
+    offsets: Arc<PartitionOffsets>,
+    /// End of the readable log as last seen by the fetcher (-1 unknown).
+    end: Arc<AtomicI64>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    at_end: bool,
+}
+
+/// What a partition needs to start fetching.
+pub(crate) struct Settings {
+    pub(crate) cluster: ClusterConfig,
+    pub(crate) fetch: FetchConfig,
+    pub(crate) start: StartAt,
+    pub(crate) reset: Reset,
+    pub(crate) exit_at_end: bool,
+}
+
+/// The running partitions.
+pub(crate) struct Assignment {
+    settings: Settings,
+    pool: Arc<Pool>,
+    tracker: Arc<OffsetTracker>,
+    running: BTreeMap<TopicPartition, Running>,
+    next_id: u64,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+}
+
+impl Assignment {
+    pub(crate) fn new(settings: Settings, pool: Arc<Pool>, tracker: Arc<OffsetTracker>) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Self {
+            settings,
+            pool,
+            tracker,
+            running: BTreeMap::new(),
+            next_id: 0,
+            done_tx,
+            done_rx,
+        }
+    }
+
+    /// Starts fetching `tps`. `committed` holds the group's committed
+    /// offsets (used when the start is [`StartAt::Committed`]). Each start
+    /// is validated against the log first: a committed offset past the end
+    /// (topic recreated) or before the start (retention) falls back to the
+    /// reset position, with a warning.
+    pub(crate) async fn start(
+        &mut self,
+        tps: &[TopicPartition],
+        committed: &HashMap<TopicPartition, i64>,
+    ) -> Result<()> {
+        for tp in tps {
+            if self.running.contains_key(tp) {
+                continue;
+            }
+            let cfg = FetchConfig {
+                reset: self.settings.reset,
+                ..self.settings.fetch.clone()
+            };
+            let mut f = PartitionFetcher::new(&self.settings.cluster, &tp.topic, tp.partition, cfg);
+            let earliest = f.resolve(Reset::Earliest).await?;
+            let latest = f.resolve(Reset::Latest).await?;
+            let reset_to = match self.settings.reset {
+                Reset::Earliest => earliest,
+                Reset::Latest => latest,
+            };
+            let wanted = match self.settings.start {
+                StartAt::Committed => committed.get(tp).copied(),
+                StartAt::Earliest => Some(earliest),
+                StartAt::Latest => Some(latest),
+                StartAt::Offset(o) => Some(o),
+            };
+            let start = match wanted {
+                Some(o) if (earliest..=latest).contains(&o) => o,
+                Some(o) => {
+                    tracing::warn!(
+                        "offset {o} of {tp} is outside the log ({earliest}..={latest}); starting at the {:?} offset {reset_to}",
+                        self.settings.reset
+                    );
+                    reset_to
+                }
+                None => reset_to,
+            };
+            f.seek(start);
+            // A fresh state per assignment: whatever an earlier assignment
+            // of this partition left behind is no longer looked at.
+            self.tracker.remove(&tp.topic, tp.partition);
+            let offsets = self.tracker.partition(&tp.topic, tp.partition);
+            offsets.set_next_fetch(start);
+            tracing::debug!(%tp, "starting at offset {start} (end {latest})");
+            let end = Arc::new(AtomicI64::new(f.high_watermark()));
+            let (stop, stop_rx) = watch::channel(false);
+            self.next_id += 1;
+            let id = self.next_id;
+            let task = tokio::spawn(fetch_loop(
+                f,
+                Arc::clone(&self.pool),
+                Arc::clone(&offsets),
+                Arc::clone(&end),
+                stop_rx,
+                self.settings.exit_at_end,
+                Reporter {
+                    tp: tp.clone(),
+                    id,
+                    tx: self.done_tx.clone(),
+                },
+            ));
+            self.running.insert(
+                tp.clone(),
+                Running {
+                    id,
+                    offsets,
+                    end,
+                    stop,
+                    task,
+                    at_end: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops fetching `tps` and waits until their fetch tasks returned (so
+    /// nothing more of them reaches the pool). Returns their offset states;
+    /// they stay in the tracker until [`forget`](Self::forget).
+    pub(crate) async fn stop(
+        &mut self,
+        tps: &[TopicPartition],
+    ) -> Vec<(TopicPartition, Arc<PartitionOffsets>)> {
+        let mut stopped = Vec::with_capacity(tps.len());
+        for tp in tps {
+            if let Some(r) = self.running.remove(tp) {
+                let _ = r.stop.send(true);
+                stopped.push((tp.clone(), r.offsets, r.task));
+            }
+        }
+        let mut out = Vec::with_capacity(stopped.len());
+        for (tp, offsets, task) in stopped {
+            let _ = task.await;
+            out.push((tp, offsets));
+        }
+        out
+    }
+
+    /// Stops every partition; see [`stop`](Self::stop).
+    pub(crate) async fn stop_all(&mut self) -> Vec<(TopicPartition, Arc<PartitionOffsets>)> {
+        let all: Vec<TopicPartition> = self.running.keys().cloned().collect();
+        self.stop(&all).await
+    }
+
+    /// Removes a stopped partition's state from the tracker, unless a later
+    /// assignment already replaced it.
+    pub(crate) fn forget(&self, offsets: &Arc<PartitionOffsets>) {
+        self.tracker.remove_if_same(offsets);
+    }
+
+    /// The running partitions and their offset states.
+    pub(crate) fn partitions(&self) -> Vec<(TopicPartition, Arc<PartitionOffsets>)> {
+        self.running
+            .iter()
+            .map(|(tp, r)| (tp.clone(), Arc::clone(&r.offsets)))
+            .collect()
+    }
+
+    /// The next fetch task that ended; reports of partitions stopped since
+    /// (or re-assigned) are skipped. Cancel-safe.
+    pub(crate) async fn next_done(&mut self) -> Result<(TopicPartition, Ended)> {
+        loop {
+            let done = self
+                .done_rx
+                .recv()
+                .await
+                .expect("the assignment holds a sender");
+            let Some(r) = self.running.get_mut(&done.tp) else {
+                continue;
+            };
+            if r.id != done.id {
+                continue;
+            }
+            let ended = done.result?;
+            if matches!(ended, Ended::CaughtUp) {
+                r.at_end = true;
+            }
+            return Ok((done.tp, ended));
+        }
+    }
+
+    /// True when something runs and every running partition reached its end.
+    pub(crate) fn all_at_end(&self) -> bool {
+        !self.running.is_empty() && self.running.values().all(|r| r.at_end)
+    }
+
+    /// `(partition, lag)`: end of the readable log minus the committable offset.
+    pub(crate) fn lag(&self) -> Vec<(TopicPartition, i64)> {
+        self.running
+            .iter()
+            .map(|(tp, r)| {
+                let end = r.end.load(Ordering::Relaxed);
+                let done = r.offsets.committable().unwrap_or(0);
+                (tp.clone(), if end < 0 { 0 } else { (end - done).max(0) })
+            })
+            .collect()
+    }
+}
+
+impl Drop for Assignment {
+    /// A pipeline dropped without stopping (its run future cancelled) must
+    /// not leave fetch tasks feeding the pool.
+    fn drop(&mut self) {
+        for r in self.running.values() {
+            r.task.abort();
+        }
+    }
+}
+
+/// Sends a fetch task's outcome to the assignment.
+struct Reporter {
+    tp: TopicPartition,
+    id: u64,
+    tx: mpsc::UnboundedSender<Done>,
+}
+
+/// One partition's fetch task: fetch, submit in offset order (waiting while
+/// the pool is full), advance the tracker's fetch position, repeat.
+async fn fetch_loop(
+    mut fetcher: PartitionFetcher,
+    pool: Arc<Pool>,
+    part: Arc<PartitionOffsets>,
+    end: Arc<AtomicI64>,
+    mut stop: watch::Receiver<bool>,
+    exit_at_end: bool,
+    report: Reporter,
+) {
+    let result = async {
+        loop {
+            end.fetch_max(fetcher.high_watermark(), Ordering::Relaxed);
+            if *stop.borrow() {
+                return Ok(Ended::Stopped);
+            }
+            if exit_at_end && fetcher.caught_up() {
+                return Ok(Ended::CaughtUp);
+            }
+            let batch = tokio::select! {
+                b = fetcher.next_batch() => b?,
+                _ = stop.changed() => return Ok(Ended::Stopped),
+            };
+            // One batch submission per fetch: in offset order, awaiting room
+            // without blocking the runtime.
+            tokio::select! {
+                r = pool.submit_batch_async(batch) => match r {
+                    Ok(()) => {}
+                    Err(SubmitError::Stopped | SubmitError::ShuttingDown) => return Ok(Ended::Stopped),
+                    Err(e) => {
+                        return Err(Error::kafka(
+                            format!("dispatching {}", part.topic_partition()),
+                            e,
+                        ));
+                    }
+                },
+                // Leaving mid-submit is safe: what was queued is processed
+                // (or dropped on revocation), the rest stays unfinished.
+                _ = stop.changed() => return Ok(Ended::Stopped),
+            }
+            part.set_next_fetch(fetcher.position());
+        }
+    }
+    .await;
+    let _ = report.tx.send(Done {
+        tp: report.tp,
+        id: report.id,
+        result,
+    });
+}
