@@ -2,6 +2,7 @@
 //! turning a result into one line and an exit code.
 
 pub mod consumer;
+pub mod producer;
 
 use std::future::Future;
 
