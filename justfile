@@ -71,5 +71,9 @@ demo: build
 bench-core:
     cargo bench --bench core
 
+# What a member's SIGTERM costs the rest of its group, per protocol (needs the broker).
+bench-rebalance: kafka
+    cargo bench --bench rebalance
+
 # Every benchmark.
-bench: bench-core
+bench: bench-core bench-rebalance
