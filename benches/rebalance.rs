@@ -31,32 +31,6 @@ const ROUNDS: u64 = 100;
 const ROUND_PAUSE: Duration = Duration::from_millis(100);
 const KEYS: usize = 300;
 
-/// The longest gap (ms) between consecutive handlings by `member` of
-/// `partitions`, within `[from, to]` (ns).
-fn longest_pause(
-    log: &[Rec],
-    member: usize,
-    partitions: &BTreeSet<i32>,
-    from: u128,
-    to: u128,
-) -> f64 {
-    let mut ends: Vec<u128> = log
-        .iter()
-        .filter(|r| r.member == member && partitions.contains(&r.partition))
-        .map(|r| r.end)
-        .filter(|e| *e >= from && *e <= to)
-        .collect();
-    ends.sort_unstable();
-    let mut longest = 0u128;
-    let mut last = from;
-    for e in ends {
-        longest = longest.max(e - last);
-        last = e;
-    }
-    longest = longest.max(to - last);
-    longest as f64 / 1e6
-}
-
 struct Row {
     proto: Proto,
     quiet_pause_ms: f64,
@@ -99,8 +73,8 @@ async fn measure(proto: Proto) -> Row {
 
     let log = log.lock();
     let window = 4_000_000_000u128; // 4 s each side
-    let mut quiet = 0f64;
-    let mut leave = 0f64;
+    let mut quiet = 0u128;
+    let mut leave = 0u128;
     for i in [0usize, 2] {
         let id = client_id(i);
         let kept: BTreeSet<i32> = before[&id].intersection(&after[&id]).copied().collect();
@@ -128,8 +102,8 @@ async fn measure(proto: Proto) -> Row {
         .unwrap_or(leave_at);
     Row {
         proto,
-        quiet_pause_ms: quiet,
-        leave_pause_ms: leave,
+        quiet_pause_ms: quiet as f64 / 1e6,
+        leave_pause_ms: leave as f64 / 1e6,
         handover_ms: (first_moved - leave_at) as f64 / 1e6,
     }
 }

@@ -46,8 +46,10 @@ const EARLIEST_TIMESTAMP: i64 = -2;
 const LATEST_TIMESTAMP: i64 = -1;
 /// Metadata versions we build and read (Kafka 4 dropped v0-3).
 const METADATA_VERSIONS: VersionRange = VersionRange { min: 4, max: 12 };
-/// Fetch isolation level READ_COMMITTED.
+/// Isolation level READ_COMMITTED (fetches, and the end offsets they reach).
 const READ_COMMITTED: i8 = 1;
+/// Isolation level READ_UNCOMMITTED (the whole log's end).
+const READ_UNCOMMITTED: i8 = 0;
 /// First pause between retries; doubles up to [`MAX_BACKOFF`].
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between retries.
@@ -168,23 +170,36 @@ impl PartitionFetcher {
     /// stable offset, as the lookup is read-committed). Transient failures
     /// are retried like fetches.
     pub async fn resolve(&mut self, at: Reset) -> Result<i64> {
+        let offset = self.list_offsets(at, READ_COMMITTED).await?;
+        if at == Reset::Latest {
+            self.high_watermark = self.high_watermark.max(offset);
+        }
+        Ok(offset)
+    }
+
+    /// The end of the whole log (the high watermark, open transactions
+    /// included): a read-uncommitted consumer of the group may have
+    /// committed an offset up to here.
+    pub async fn log_end(&mut self) -> Result<i64> {
+        self.list_offsets(Reset::Latest, READ_UNCOMMITTED).await
+    }
+
+    /// One offset lookup, retried like fetches.
+    async fn list_offsets(&mut self, at: Reset, isolation: i8) -> Result<i64> {
         let deadline = Instant::now() + self.cfg.request_timeout;
         let mut backoff = INITIAL_BACKOFF;
         loop {
-            let outcome = match tokio::time::timeout_at(deadline, self.try_list_offsets(at)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(Attempt::Retry(format!(
-                    "no answer within {:?}",
-                    self.cfg.request_timeout
-                ))),
-            };
+            let outcome =
+                match tokio::time::timeout_at(deadline, self.try_list_offsets(at, isolation)).await
+                {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(Attempt::Retry(format!(
+                        "no answer within {:?}",
+                        self.cfg.request_timeout
+                    ))),
+                };
             let reason = match outcome {
-                Ok(offset) => {
-                    if at == Reset::Latest {
-                        self.high_watermark = self.high_watermark.max(offset);
-                    }
-                    return Ok(offset);
-                }
+                Ok(offset) => return Ok(offset),
                 Err(Attempt::Retry(reason)) => reason,
                 Err(Attempt::Fail(reason) | Attempt::OutOfRange(reason)) => {
                     return Err(self.lookup_error(at, reason));
@@ -213,7 +228,11 @@ impl PartitionFetcher {
     }
 
     /// One ListOffsets round trip to the leader (found first if needed).
-    async fn try_list_offsets(&mut self, at: Reset) -> std::result::Result<i64, Attempt> {
+    async fn try_list_offsets(
+        &mut self,
+        at: Reset,
+        isolation: i8,
+    ) -> std::result::Result<i64, Attempt> {
         if self.leader.is_none() {
             self.leader = Some(self.find_leader().await?);
         }
@@ -227,7 +246,7 @@ impl PartitionFetcher {
         };
         let request = ListOffsetsRequest::default()
             .with_replica_id((-1).into())
-            .with_isolation_level(READ_COMMITTED)
+            .with_isolation_level(isolation)
             .with_topics(vec![
                 ListOffsetsTopic::default()
                     .with_name(TopicName(StrBytes::from_string(self.topic.to_string())))

@@ -451,10 +451,6 @@ impl Shared {
             if attempt >= self.retries {
                 break error;
             }
-            if job.done.is_revoked() {
-                // Its partition moved to another member: no more attempts here.
-                return;
-            }
             attempt += 1;
             bump(&counters.retried);
             tracing::debug!(
@@ -464,6 +460,11 @@ impl Shared {
             if !self.backoff(attempt) {
                 // Aborted or stopped while waiting: leave it unfinished.
                 bump(&counters.abandoned);
+                return;
+            }
+            if job.done.is_revoked() {
+                // Its partition moved to another member while we waited: no
+                // more attempts here (nor a failure policy: it is not ours).
                 return;
             }
         };

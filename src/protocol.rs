@@ -304,8 +304,9 @@ impl ProtocolError {
 /// The socket and the correlation-id counter, guarded together so one
 /// request's write and read are never interleaved with another's.
 struct Wire {
-    /// `None` once a failure left the stream mid-frame: a late response could
-    /// otherwise be taken as the answer to the next request.
+    /// `None` once a failure (or a dropped request future) left the stream
+    /// mid-frame: a late response could otherwise be taken as the answer to
+    /// the next request.
     stream: Option<TcpStream>,
     next_correlation_id: i32,
 }
@@ -573,16 +574,20 @@ impl Connection {
             detail,
         })?;
 
-        let Some(stream) = wire.stream.as_mut() else {
+        // Out of the slot for the round trip: if the caller's future is
+        // dropped mid-request (a timeout around it, a select), the stream
+        // goes with it instead of staying behind mid-frame, and the next
+        // request reports the connection broken (a transport error the
+        // callers retry on a new connection).
+        let Some(mut stream) = wire.stream.take() else {
             return Err(ProtocolError::Broken {
                 broker: self.broker.clone(),
             });
         };
         let max = self.config.max_response_bytes;
-        let result = tokio::time::timeout(timeout, round_trip(stream, &frame, max)).await;
+        let result = tokio::time::timeout(timeout, round_trip(&mut stream, &frame, max)).await;
         let response = match result {
             Err(_) => {
-                wire.stream = None;
                 return Err(ProtocolError::Timeout {
                     broker: self.broker.clone(),
                     api,
@@ -590,7 +595,6 @@ impl Connection {
                 });
             }
             Ok(Err(RoundTripError::Io(source))) => {
-                wire.stream = None;
                 return Err(ProtocolError::Io {
                     broker: self.broker.clone(),
                     api,
@@ -598,7 +602,6 @@ impl Connection {
                 });
             }
             Ok(Err(RoundTripError::Frame(detail))) => {
-                wire.stream = None;
                 return Err(ProtocolError::Decode {
                     broker: self.broker.clone(),
                     api,
@@ -609,17 +612,18 @@ impl Connection {
             Ok(Ok(response)) => response,
         };
 
-        split_response_header(response, response_header_version, correlation_id).map_err(|detail| {
-            // A mismatched correlation id means responses and requests
-            // are out of step; nothing later on this stream can be trusted.
-            wire.stream = None;
-            ProtocolError::Decode {
+        // A mismatched correlation id means responses and requests are out
+        // of step; nothing later on this stream can be trusted, so the
+        // stream is only put back after a good header.
+        let body = split_response_header(response, response_header_version, correlation_id)
+            .map_err(|detail| ProtocolError::Decode {
                 broker: self.broker.clone(),
                 api,
                 version,
                 detail,
-            }
-        })
+            })?;
+        wire.stream = Some(stream);
+        Ok(body)
     }
 }
 
@@ -994,6 +998,32 @@ mod tests {
         assert!(err.to_string().contains("correlation id"), "{err}");
         let err = conn.send(&req, 2).await.unwrap_err();
         assert!(matches!(err, ProtocolError::Broken { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_mid_flight_breaks_the_connection() {
+        let addr = fake_broker(|mut s| async move {
+            let req = read_request(&mut s).await.unwrap();
+            write_frame(
+                &mut s,
+                &with_header_v0(req.correlation_id, &api_versions_v3(KEYS)),
+            )
+            .await;
+            // Read the request and answer late, after the caller gave up.
+            let req = read_request(&mut s).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            write_frame(&mut s, &with_header_v0(req.correlation_id, &[0; 16])).await;
+            let _ = read_request(&mut s).await;
+        })
+        .await;
+        let conn = Connection::connect(&addr, config()).await.unwrap();
+        let req = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"));
+        let dropped = tokio::time::timeout(Duration::from_millis(50), conn.send(&req, 2)).await;
+        assert!(dropped.is_err(), "the fake answers late");
+        // The late answer must never be read as the next request's.
+        let err = conn.send(&req, 2).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::Broken { .. }), "{err}");
+        assert!(err.is_transport());
     }
 
     #[tokio::test]

@@ -44,7 +44,9 @@ pub struct ConsumerArgs {
     #[arg(long)]
     group: Option<String>,
     /// Partitions to read (manual assignment): a list (0,2,5) or `all`.
-    #[arg(long, env = "KAFKA_PARTITIONS")]
+    /// (No environment variable: one left exported would silently turn a
+    /// group member into a reader of every partition.)
+    #[arg(long)]
     partitions: Option<String>,
     /// Group protocol: consumer (KIP-848), classic, or auto.
     #[arg(long, default_value = "auto", env = "KAFKA_GROUP_PROTOCOL", value_parser = GroupProtocol::parse)]

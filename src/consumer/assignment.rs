@@ -114,11 +114,17 @@ impl Assignment {
                 StartAt::Latest => Some(latest),
                 StartAt::Offset(o) => Some(o),
             };
+            // A group member reading uncommitted data may have committed an
+            // offset inside an open transaction, past the stable end: valid.
+            let end = match wanted {
+                Some(o) if o > latest => f.log_end().await?,
+                _ => latest,
+            };
             let start = match wanted {
-                Some(o) if (earliest..=latest).contains(&o) => o,
+                Some(o) if (earliest..=end).contains(&o) => o,
                 Some(o) => {
                     tracing::warn!(
-                        "offset {o} of {tp} is outside the log ({earliest}..={latest}); starting at the {:?} offset {reset_to}",
+                        "offset {o} of {tp} is outside the log ({earliest}..={end}); starting at the {:?} offset {reset_to}",
                         self.settings.reset
                     );
                     reset_to

@@ -46,7 +46,7 @@ use crate::pool::{
     BuildError, FailedMessage, FailurePolicy, Handler, Ordering, Pool, PoolConfig, PoolStats,
 };
 
-use assignment::{Assignment, Ended, Settings};
+use assignment::{Assignment, Settings};
 use committer::Committer;
 use progress::{Progress, partition_label};
 
@@ -182,6 +182,9 @@ pub struct ConsumeSummary {
     pub failure: Option<FailedMessage>,
     /// Messages accepted and not finished at the end (redelivered next time).
     pub unfinished: u64,
+    /// Partitions this member gave up in rebalances while running (revoked,
+    /// not counting the final stop or partitions lost to fencing).
+    pub revocations: u64,
 }
 
 impl ConsumeSummary {
@@ -201,8 +204,13 @@ impl ConsumeSummary {
             .iter()
             .map(|(tp, o)| format!("{}={o}", partition_label(tp, single)))
             .collect();
+        let revoked = if self.revocations > 0 {
+            format!(", {} partition(s) revoked in rebalances", self.revocations)
+        } else {
+            String::new()
+        };
         format!(
-            "consumer: {} handled ({} skipped, {} dead-lettered), {} failed, {} retried, {} unfinished in {:.2} s ({:.0} msg/s); committed {}",
+            "consumer: {} handled ({} skipped, {} dead-lettered), {} failed, {} retried, {} unfinished in {:.2} s ({:.0} msg/s){revoked}; committed {}",
             s.finished,
             s.skipped,
             s.dead_lettered,
@@ -326,8 +334,14 @@ pub async fn run<H: Handler>(
         pool,
         progress: Progress::new(),
         single_topic: cfg.topics.len() == 1,
-        rebalance_timeout: cfg.membership.rebalance_timeout,
+        revocation_budget: cfg
+            .membership
+            .rebalance_timeout
+            .saturating_sub(cfg.membership.heartbeat_interval + Duration::from_secs(5))
+            .max(Duration::from_secs(1)),
         start: cfg.start,
+        signals: shutdown.clone(),
+        revocations: 0,
     };
     match manual {
         Some(tps) => p.assign(tps).await?,
@@ -383,8 +397,15 @@ struct Pipeline {
     membership: Option<Membership>,
     progress: Progress,
     single_topic: bool,
-    rebalance_timeout: Duration,
+    /// How long a revocation may wait for what was fetched to finish:
+    /// the rebalance timeout, less a heartbeat and a margin, so the
+    /// acknowledgement reaches the group before it gives up on us.
+    revocation_budget: Duration,
     start: StartAt,
+    /// The stop requests (a second one cuts a revocation short).
+    signals: ShutdownSignal,
+    /// Partitions revoked in rebalances so far.
+    revocations: u64,
 }
 
 /// The next membership event, or never without a group.
@@ -433,45 +454,58 @@ impl Pipeline {
         self.assignment.start(&tps, &committed).await
     }
 
-    /// Gives partitions up (DESIGN rule 7): stop fetching; if `commit`,
-    /// let what is already fetched of them finish (at most `wait`), so the
-    /// committed offset covers everything handled and the next owner repeats
-    /// nothing; then drop what is left unhandled (queued messages are never
-    /// started, running handlers are waited for no longer) and commit what
-    /// finished. Without `commit` (lost partitions) everything is dropped at
-    /// once. Either way the partitions' offset state is forgotten, so late
-    /// completions are never committed.
-    async fn give_up(&mut self, tps: &[TopicPartition], wait: Duration, commit: bool) {
+    /// Gives partitions up (DESIGN rule 7): stop fetching; for a
+    /// revocation (`commit`), let what was already fetched of them finish,
+    /// so the committed offset covers everything handled and the next owner
+    /// repeats nothing — at most until the revocation budget runs out, the
+    /// group fences this member, or a second stop signal arrives; then drop
+    /// what is left unhandled (queued messages are never started, running
+    /// handlers are no longer waited for) and commit what finished (unless
+    /// fenced). Lost partitions are dropped at once, uncommitted. Either way
+    /// the partitions' offset state is forgotten, so late completions are
+    /// never committed.
+    async fn give_up(&mut self, tps: &[TopicPartition], commit: bool) {
         let parts = self.assignment.stop(tps).await;
         let offsets: Vec<Arc<PartitionOffsets>> =
             parts.iter().map(|(_, o)| Arc::clone(o)).collect();
-        let finished = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + if commit { wait } else { Duration::ZERO };
-            let idle = offsets.iter().all(|o| {
-                o.wait_idle(deadline.saturating_duration_since(std::time::Instant::now()))
-            });
-            // Whatever is left is not ours to handle any more.
-            for o in &offsets {
-                o.revoke();
-            }
-            idle
-        })
-        .await
-        .unwrap_or(false);
-        if commit {
+        let deadline = tokio::time::Instant::now() + self.revocation_budget;
+        let finished = commit
+            && loop {
+                let slice = offsets.clone();
+                // Waiting registers as a waiter, so lanes publish completions at once.
+                let idle = tokio::task::spawn_blocking(move || {
+                    slice.iter().all(|o| o.wait_idle(Duration::from_millis(50)))
+                })
+                .await
+                .unwrap_or(false);
+                if idle || tokio::time::Instant::now() >= deadline || self.stop_waiting() {
+                    break idle;
+                }
+            };
+        // Whatever is left is not ours to handle any more.
+        for o in &offsets {
+            o.revoke();
+        }
+        let fenced = self.member_status().is_some_and(|s| s.fenced);
+        if commit && fenced {
+            tracing::warn!(
+                "revoking {}: the group fenced this member meanwhile; dropped without committing",
+                list(tps)
+            );
+        } else if commit {
             if !finished {
                 tracing::warn!(
-                    "revoking {}: not finished within {wait:?}; dropping the rest (the next owner handles it) and committing what finished",
-                    list(tps)
+                    "revoking {}: not finished within {:?}; dropping the rest (the next owner handles it) and committing what finished",
+                    list(tps),
+                    self.revocation_budget
                 );
             }
             let who = self.identity();
-            match self.committer.commit(&parts, &who).await {
-                Ok(_) => {}
-                Err(e) => tracing::warn!(
+            if let Err(e) = self.committer.commit(&parts, &who).await {
+                tracing::warn!(
                     "revoking {}: commit failed, the next owner may repeat some messages: {e}",
                     list(tps)
-                ),
+                );
             }
         }
         for (tp, offsets) in &parts {
@@ -481,18 +515,24 @@ impl Pipeline {
         }
     }
 
+    /// A revocation stops waiting for handlers once the group fenced this
+    /// member or a second stop signal asks to abort.
+    fn stop_waiting(&self) -> bool {
+        *self.signals.borrow() >= 2 || self.member_status().is_some_and(|s| s.fenced)
+    }
+
     /// Acts on one membership event.
     async fn on_event(&mut self, event: GroupEvent) -> Result<()> {
         match event {
             GroupEvent::Assigned(tps) => self.assign(tps).await,
             GroupEvent::Revoke { partitions, done } => {
-                self.give_up(&partitions, self.rebalance_timeout, true)
-                    .await;
+                self.revocations += partitions.len() as u64;
+                self.give_up(&partitions, true).await;
                 let _ = done.send(());
                 Ok(())
             }
             GroupEvent::Lost(tps) => {
-                self.give_up(&tps, Duration::ZERO, false).await;
+                self.give_up(&tps, false).await;
                 Ok(())
             }
             GroupEvent::Failed(e) => Err(e),
@@ -525,12 +565,46 @@ impl Pipeline {
                 }
                 tracing::warn!("commit fenced ({e}); dropping every partition and rejoining");
                 let all: Vec<TopicPartition> = parts.into_iter().map(|(tp, _)| tp).collect();
-                self.give_up(&all, Duration::ZERO, false).await;
+                self.give_up(&all, false).await;
                 if let Some(m) = &self.membership {
                     m.rejoin(format!("commit fenced: {e}"));
                 }
             }
             Err(e) => tracing::warn!("commit failed, retrying next interval: {e}"),
+        }
+    }
+
+    /// True when every partition this consumer holds is caught up and the
+    /// group (if any) is not rebalancing: `--exit-at-end` may stop.
+    fn at_end(&self) -> bool {
+        self.assignment.all_at_end()
+            && !self.pool.is_stopped()
+            && self.member_status().is_none_or(|s| s.stable)
+    }
+
+    /// A member the coordinator has not confirmed for a session timeout
+    /// has lost its partitions to others, whatever its protocol task still
+    /// hopes: stop handling them (uncommitted) and rejoin.
+    async fn check_session(&mut self) {
+        let expired = self
+            .membership
+            .as_ref()
+            .is_some_and(Membership::session_expired);
+        let held: Vec<TopicPartition> = self
+            .assignment
+            .partitions()
+            .into_iter()
+            .map(|(tp, _)| tp)
+            .collect();
+        if expired && !held.is_empty() {
+            tracing::warn!(
+                "no word from the group coordinator for a session timeout: dropping {} (the group has given them to others) and rejoining",
+                list(&held)
+            );
+            self.give_up(&held, false).await;
+            if let Some(m) = &self.membership {
+                m.rejoin("session timed out".into());
+            }
         }
     }
 
@@ -581,18 +655,19 @@ impl Pipeline {
                 }
                 done = self.assignment.next_done() => match done {
                     Err(e) => return (StopReason::Signal, Some(e)),
-                    Ok((_, Ended::CaughtUp)) if cfg.exit_at_end
-                        && self.assignment.all_at_end()
-                        && !self.pool.is_stopped()
-                        && self.member_status().is_none_or(|s| s.stable) => {
-                        return (StopReason::EndOfLog, None);
-                    }
+                    Ok(_) if cfg.exit_at_end && self.at_end() => return (StopReason::EndOfLog, None),
                     Ok(_) => {}
                 },
                 _ = health_tick.tick() => {
                     if self.pool.is_stopped() {
                         return (StopReason::Failed, None);
                     }
+                    // A partition may reach its end while a rebalance is
+                    // under way, or the ones not at their end may be revoked.
+                    if cfg.exit_at_end && self.at_end() {
+                        return (StopReason::EndOfLog, None);
+                    }
+                    self.check_session().await;
                 }
             }
         }
@@ -695,6 +770,7 @@ impl Pipeline {
             elapsed: self.progress.elapsed(),
             committed,
             failure: report.failure,
+            revocations: self.revocations,
         })
     }
 }

@@ -171,15 +171,23 @@ async fn revoke(
     loop {
         tokio::select! {
             _ = &mut acked => break,
-            _ = tick.tick() => {
-                // A rebalance in progress is expected here; a fenced member
-                // finds out again when it rejoins.
-                if let Some(e) = heartbeat(s, m).await?
-                    && e == ResponseError::FencedInstanceId
-                {
+            // Bounded, so coordinator trouble never holds up the acknowledgement.
+            _ = tick.tick() => match tokio::time::timeout(s.cfg.heartbeat_interval, heartbeat(s, m))
+                .await
+                .unwrap_or(Ok(Some(ResponseError::RequestTimedOut)))?
+            {
+                // A rebalance in progress is expected here.
+                None | Some(ResponseError::RebalanceInProgress) => s.contact(),
+                // The group moved on: what is being revoked is not ours to
+                // commit; the rejoin finds out the rest.
+                Some(ResponseError::IllegalGeneration | ResponseError::UnknownMemberId) => {
+                    s.update(|st| st.fenced = true);
+                }
+                Some(e @ ResponseError::FencedInstanceId) => {
                     return Err(fatal(s, "sending a heartbeat", e));
                 }
-            }
+                Some(_) => {}
+            },
             ctl = s.control.recv() => match ctl {
                 Some(Control::Rejoin(_)) => {}
                 Some(Control::Leave) | None => m.leave_requested = true,
@@ -214,8 +222,9 @@ async fn stable(s: &mut Session, m: &mut Member) -> Result<Next> {
     loop {
         tokio::select! {
             _ = hb.tick() => match heartbeat(s, m).await? {
-                None => {}
+                None => s.contact(),
                 Some(ResponseError::RebalanceInProgress) => {
+                    s.contact();
                     return Ok(Next::Rejoin("the group is rebalancing".into()));
                 }
                 Some(e @ (ResponseError::IllegalGeneration | ResponseError::UnknownMemberId)) => {
@@ -224,14 +233,15 @@ async fn stable(s: &mut Session, m: &mut Member) -> Result<Next> {
                 }
                 Some(e) => return Err(fatal(s, "sending a heartbeat", e)),
             },
-            _ = meta.tick() => {
-                let now = partition_counts(s, &s.cfg.topics).await?;
-                if now != m.snapshot {
+            _ = meta.tick() => match partition_counts(s, &s.cfg.topics).await {
+                Ok(now) if now != m.snapshot => {
                     return Ok(Next::Rejoin(format!(
                         "the subscribed topics changed ({:?} -> {:?} partitions)", m.snapshot, now
                     )));
                 }
-            }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(group = %s.cfg.group, "checking the subscribed topics (retrying later): {e}"),
+            },
             ctl = s.control.recv() => match ctl {
                 Some(Control::Rejoin(reason)) => {
                     // The pipeline already dropped everything (a fenced commit).
@@ -252,6 +262,7 @@ async fn lose_all(s: &mut Session, m: &mut Member, why: ResponseError) {
         m.member_id.clear();
     }
     m.generation = -1;
+    s.update(|st| st.fenced = true);
     if !m.owned.is_empty() {
         tracing::warn!(
             group = %s.cfg.group,
@@ -274,7 +285,11 @@ async fn join_and_sync(
     m: &mut Member,
 ) -> Result<Option<BTreeSet<TopicPartition>>> {
     let joined = loop {
-        let response = join(s, m).await?;
+        s.update(|st| st.joining = true);
+        let response = join(s, m).await;
+        s.update(|st| st.joining = false);
+        let response = response?;
+        s.contact();
         match ResponseError::try_from_code(response.error_code) {
             None => break response,
             Some(ResponseError::MemberIdRequired) => {
@@ -306,7 +321,15 @@ async fn join_and_sync(
     };
     let leader = joined.leader == joined.member_id;
     let assignments = if leader && !joined.skip_assignment {
-        assign(s, assignor, &joined).await?
+        match assign(s, assignor, &joined).await {
+            Ok(a) => a,
+            Err(e) => {
+                // Without the partition counts the leader cannot assign;
+                // rejoining starts the round again.
+                tracing::warn!(group = %s.cfg.group, "leading the rebalance (rejoining): {e}");
+                return Ok(None);
+            }
+        }
     } else {
         Vec::new()
     };
@@ -357,13 +380,20 @@ async fn join_and_sync(
         detail: e,
     })?;
     m.generation = generation;
-    m.snapshot = partition_counts(s, &s.cfg.topics).await?;
+    match partition_counts(s, &s.cfg.topics).await {
+        Ok(counts) => m.snapshot = counts,
+        Err(e) => {
+            tracing::warn!(group = %s.cfg.group, "reading the subscribed topics (checked again later): {e}")
+        }
+    }
+    s.contact();
     // Commits from here on (the revocations of a cooperative rebalance
     // included) must carry the new generation.
     s.update(|st| {
         st.protocol = format!("classic/{}", assignor.name());
         st.generation = m.generation;
         st.member_id = m.member_id.clone();
+        st.fenced = false;
     });
     Ok(Some(
         assigned

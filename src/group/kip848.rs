@@ -91,6 +91,7 @@ pub(crate) async fn run(mut s: Session, fallback: bool) -> Result<()> {
         let response = heartbeat(&s, &m, m.epoch).await?;
         match ResponseError::try_from_code(response.error_code) {
             None => {
+                s.contact();
                 if !announced {
                     s.announce(super::GroupProtocol::Consumer);
                     announced = true;
@@ -123,12 +124,19 @@ pub(crate) async fn run(mut s: Session, fallback: bool) -> Result<()> {
         m.full = false;
         m.epoch = response.member_epoch;
         // Commits from here on (revocations included) carry this epoch.
-        s.update(|st| st.generation = m.epoch);
+        s.update(|st| {
+            st.generation = m.epoch;
+            st.fenced = false;
+        });
         if response.heartbeat_interval_ms > 0 {
             m.interval = Duration::from_millis(response.heartbeat_interval_ms as u64);
         }
         if let Some(a) = &response.assignment {
-            m.target = Some(resolve(&s, &mut m, a).await?);
+            let (target, complete) = resolve(&s, &mut m, a).await;
+            m.target = Some(target);
+            // The coordinator sends an assignment only when it changes (or
+            // on a full request): ask again until every topic id resolves.
+            m.full = !complete;
         }
         if reconcile(&mut s, &mut m).await? {
             // Changed what we own: tell the coordinator at once.
@@ -180,15 +188,22 @@ async fn reconcile(s: &mut Session, m: &mut Member) -> Result<bool> {
             tokio::select! {
                 _ = &mut acked => break,
                 _ = tokio::time::sleep(m.interval) => {
-                    let r = heartbeat(s, m, m.epoch).await?;
+                    // Bounded, so coordinator trouble never holds up the acknowledgement.
+                    let Ok(r) = tokio::time::timeout(m.interval, heartbeat(s, m, m.epoch)).await else {
+                        continue;
+                    };
+                    let r = r?;
                     match ResponseError::try_from_code(r.error_code) {
                         None => {
+                            s.contact();
                             m.epoch = r.member_epoch;
                             s.update(|st| st.generation = m.epoch);
                         }
-                        // The commit will be fenced too; the next heartbeat
-                        // after the acknowledgement handles it.
-                        Some(ResponseError::FencedMemberEpoch | ResponseError::UnknownMemberId) => {}
+                        // What is being revoked is not ours to commit; the
+                        // heartbeat after the acknowledgement rejoins.
+                        Some(ResponseError::FencedMemberEpoch | ResponseError::UnknownMemberId) => {
+                            s.update(|st| st.fenced = true);
+                        }
                         Some(e) => return Err(fatal(s, e, r.error_message.as_deref())),
                     }
                 }
@@ -237,21 +252,29 @@ async fn lose_all(s: &mut Session, m: &mut Member, why: ResponseError) {
         st.assigned.clear();
         st.generation = 0;
         st.stable = false;
+        st.fenced = true;
     });
 }
 
 /// Names the partitions of an assignment (the coordinator uses topic ids),
-/// refreshing the id → name map from metadata when an id is new.
-async fn resolve(s: &Session, m: &mut Member, a: &Assignment) -> Result<BTreeSet<TopicPartition>> {
+/// refreshing the id → name map from metadata when an id is new. Returns
+/// the named partitions and whether every id resolved.
+async fn resolve(s: &Session, m: &mut Member, a: &Assignment) -> (BTreeSet<TopicPartition>, bool) {
     if a.topic_partitions
         .iter()
         .any(|t| !m.names.contains_key(&t.topic_id))
     {
-        for t in cluster::describe_topics(&s.cluster, Some(&s.cfg.topics)).await? {
-            m.names.insert(t.id, Arc::from(t.name.as_str()));
+        match cluster::describe_topics(&s.cluster, Some(&s.cfg.topics)).await {
+            Ok(topics) => {
+                for t in topics {
+                    m.names.insert(t.id, Arc::from(t.name.as_str()));
+                }
+            }
+            Err(e) => tracing::warn!(group = %s.cfg.group, "reading topic ids (retrying): {e}"),
         }
     }
     let mut out = BTreeSet::new();
+    let mut complete = true;
     for t in &a.topic_partitions {
         match m.names.get(&t.topic_id) {
             Some(name) => out.extend(
@@ -259,13 +282,13 @@ async fn resolve(s: &Session, m: &mut Member, a: &Assignment) -> Result<BTreeSet
                     .iter()
                     .map(|&p| TopicPartition::new(Arc::clone(name), p)),
             ),
-            // Metadata lags the coordinator; the next assignment names it again.
             None => {
-                tracing::warn!(topic_id = %t.topic_id, "assigned a topic id metadata does not know yet")
+                complete = false;
+                tracing::debug!(topic_id = %t.topic_id, "assigned a topic id metadata does not know yet");
             }
         }
     }
-    Ok(out)
+    (out, complete)
 }
 
 /// One ConsumerGroupHeartbeat at `epoch`.

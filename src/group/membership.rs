@@ -141,6 +141,17 @@ pub struct MemberStatus {
     pub stable: bool,
     /// Static instance id, if any.
     pub instance_id: Option<String>,
+    /// True from the moment the group answers that it no longer knows this
+    /// member (or generation) until it joins again: whatever is being
+    /// revoked must not be committed, nor waited for.
+    pub fenced: bool,
+    /// When the coordinator last confirmed this member (a heartbeat, join or
+    /// sync answered). Once that is longer ago than the session timeout the
+    /// group has given the partitions away, whatever the member believes.
+    pub last_contact: Option<std::time::Instant>,
+    /// True while a classic JoinGroup is pending: the coordinator holds it
+    /// for up to the rebalance timeout and keeps the member meanwhile.
+    pub joining: bool,
 }
 
 impl MemberStatus {
@@ -242,6 +253,11 @@ impl Session {
     pub(crate) fn update(&self, f: impl FnOnce(&mut MemberStatus)) {
         f(&mut self.status.lock());
     }
+
+    /// The coordinator just confirmed this member.
+    pub(crate) fn contact(&self) {
+        self.update(|st| st.last_contact = Some(std::time::Instant::now()));
+    }
 }
 
 /// A running group membership: the handle the consumer pipeline holds.
@@ -251,6 +267,7 @@ impl Session {
 /// [`leave`](Self::leave) for a graceful exit.
 pub struct Membership {
     events: mpsc::Receiver<GroupEvent>,
+    session_timeout: Duration,
     status: Arc<Mutex<MemberStatus>>,
     control: mpsc::UnboundedSender<Control>,
     closing: Arc<AtomicBool>,
@@ -278,16 +295,32 @@ impl Membership {
         if cfg.assignors.is_empty() {
             return Err(Error::Usage("no assignor given".into()));
         }
-        let group_config = GroupConfig {
-            connection: cluster.connection(),
-            retry_deadline: cfg.session_timeout.max(Duration::from_secs(10)),
-            ..GroupConfig::default()
-        };
-        let client = GroupClient::new(cluster.brokers.clone(), cfg.group.clone(), group_config);
-        let supports_848 = client
+        // Start-up fails fast (an unreachable cluster is exit 3 within the
+        // connect timeout)...
+        let probe = GroupClient::new(
+            cluster.brokers.clone(),
+            cfg.group.clone(),
+            GroupConfig {
+                connection: cluster.connection(),
+                ..GroupConfig::default()
+            },
+        );
+        let supports_848 = probe
             .coordinator_supports(ApiKey::ConsumerGroupHeartbeat)
             .await?
             .is_some();
+        // ...but a running member outlasts coordinator trouble, as Java's
+        // does: it keeps retrying, and the pipeline drops the partitions
+        // once the coordinator has been silent for a session timeout.
+        let client = GroupClient::new(
+            cluster.brokers.clone(),
+            cfg.group.clone(),
+            GroupConfig {
+                connection: cluster.connection(),
+                retry_deadline: Duration::from_secs(365 * 24 * 3600),
+                ..GroupConfig::default()
+            },
+        );
         let protocol = match (cfg.protocol, supports_848) {
             (GroupProtocol::Consumer, false) => {
                 return Err(Error::Kafka {
@@ -313,6 +346,7 @@ impl Membership {
             ..MemberStatus::default()
         }));
         let closing = Arc::new(AtomicBool::new(false));
+        let session_timeout = cfg.session_timeout;
         let session = Session {
             cfg,
             cluster: cluster.clone(),
@@ -338,6 +372,7 @@ impl Membership {
         );
         Ok(Self {
             events,
+            session_timeout,
             status,
             control,
             closing,
@@ -359,6 +394,17 @@ impl Membership {
     /// A snapshot of the member's status.
     pub fn status(&self) -> MemberStatus {
         self.status.lock().clone()
+    }
+
+    /// True once the coordinator has not confirmed this member for longer
+    /// than the session timeout: the group has surely given its partitions
+    /// to others, so it must stop handling them.
+    pub fn session_expired(&self) -> bool {
+        let st = self.status.lock();
+        !st.joining
+            && st
+                .last_contact
+                .is_some_and(|t| t.elapsed() > self.session_timeout)
     }
 
     /// After a fenced commit: the pipeline dropped the partitions; rejoin.

@@ -425,8 +425,12 @@ pub fn check_keys(log: &[Rec], keys: usize, per_key: u64, redelivery_ok: bool) -
     redelivered
 }
 
-/// Checks that no partition was handled by two members at overlapping times.
-pub fn check_no_overlap(log: &[Rec]) {
+/// Checks that no partition was handled by two members at once: in each
+/// partition's handlings (by start time) a new member starts only after
+/// the previous one's last handling ended, and the owner changes at most
+/// `max_owner_changes` times (two members taking turns on one partition,
+/// however briefly, would change it far more often).
+pub fn check_no_overlap(log: &[Rec], max_owner_changes: usize) {
     let mut by_partition: BTreeMap<i32, Vec<&Rec>> = BTreeMap::new();
     for r in log {
         by_partition.entry(r.partition).or_default().push(r);
@@ -434,7 +438,11 @@ pub fn check_no_overlap(log: &[Rec]) {
     for (p, recs) in by_partition.iter_mut() {
         recs.sort_by_key(|r| r.start);
         let mut last_end: BTreeMap<usize, (u128, i64)> = BTreeMap::new();
-        for r in recs.iter() {
+        let mut changes = 0;
+        for (i, r) in recs.iter().enumerate() {
+            if i > 0 && recs[i - 1].member != r.member {
+                changes += 1;
+            }
             for (&m, &(end, offset)) in &last_end {
                 assert!(
                     m == r.member || end <= r.start,
@@ -449,7 +457,36 @@ pub fn check_no_overlap(log: &[Rec]) {
                 *e = (r.end, r.offset);
             }
         }
+        assert!(
+            changes <= max_owner_changes,
+            "partition {p} changed hands {changes} times (at most {max_owner_changes} expected): members took turns on it"
+        );
     }
+}
+
+/// The longest stretch (ns) within `[from, to]` in which `member` handled
+/// none of `partitions`.
+pub fn longest_pause(
+    log: &[Rec],
+    member: usize,
+    partitions: &BTreeSet<i32>,
+    from: u128,
+    to: u128,
+) -> u128 {
+    let mut ends: Vec<u128> = log
+        .iter()
+        .filter(|r| r.member == member && partitions.contains(&r.partition))
+        .map(|r| r.end)
+        .filter(|e| *e >= from && *e <= to)
+        .collect();
+    ends.sort_unstable();
+    let mut longest = 0;
+    let mut last = from;
+    for e in ends {
+        longest = longest.max(e - last);
+        last = e;
+    }
+    longest.max(to - last)
 }
 
 /// Records handled by each member within `[from, to]` (ns).
