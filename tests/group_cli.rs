@@ -592,6 +592,16 @@ fn mixed_group(protocol: &str, ours_first: bool) {
         }
     }
     assert_eq!(all.len(), n);
+    if protocol == "classic" {
+        // The first member to join leads every rebalance of this group.
+        let ours = &procs.iter().find(|(who, _)| *who == "ours").unwrap().1;
+        assert_eq!(
+            ours.stderr().contains("leading the rebalance"),
+            ours_first,
+            "who led: {}",
+            ours.stderr()
+        );
+    }
     for (_, p) in &mut procs {
         p.stop(60);
     }

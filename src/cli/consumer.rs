@@ -72,7 +72,7 @@ pub struct ConsumerArgs {
     /// How often a classic member looks for partitions added to its topics.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     metadata_max_age: Duration,
-    /// Client id shown by kafka-consumer-groups (default mykafkams-consumer-<pid>).
+    /// Client id shown by kafka-consumer-groups (default mykafkams-consumer-PID).
     #[arg(long, env = "KAFKA_CLIENT_ID")]
     client_id: Option<String>,
     /// Start position: committed, earliest, latest, or an offset (manual assignment).
