@@ -115,17 +115,22 @@ fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
 /// Client id → partitions once the group shows exactly `ids`, splitting
 /// `partitions` partitions, every member owning some.
 fn split_of(group: &str, ids: &[&str], partitions: i32) -> BTreeMap<String, BTreeSet<i32>> {
+    split_of_within(group, ids, partitions, Duration::from_secs(90))
+}
+
+/// [`split_of`], failing after `within`.
+fn split_of_within(
+    group: &str,
+    ids: &[&str],
+    partitions: i32,
+    within: Duration,
+) -> BTreeMap<String, BTreeSet<i32>> {
     let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(wait_for_split(
-            group,
-            &ids,
-            partitions,
-            Duration::from_secs(90),
-        ))
+        .block_on(wait_for_split(group, &ids, partitions, within))
 }
 
 /// `partition<TAB>offset...` lines → (partition, offset).
@@ -285,6 +290,47 @@ fn a_classic_member_picks_up_added_partitions() {
 #[test]
 fn a_consumer_protocol_member_picks_up_added_partitions() {
     added_partitions_are_picked_up(Proto::Consumer);
+}
+
+/// A classic member stopped while its JoinGroup waits on the coordinator
+/// (the other member has not rejoined yet) still leaves at once: the
+/// rebalance completes without it instead of after its session timeout.
+#[test]
+fn a_member_stopped_while_joining_leaves_the_group_at_once() {
+    require_broker();
+    let topic = unique("joining");
+    let group = unique("g-joining");
+    create_topic(&topic, 4);
+    // Slow heartbeats: the first member notices the rebalance late, so the
+    // second one's JoinGroup stays pending for seconds.
+    let flags = [
+        "--group-protocol",
+        "classic",
+        "--assignor",
+        "range",
+        "--heartbeat-interval",
+        "25s",
+        "--session-timeout",
+        "60s",
+    ];
+    let mut first = member(&topic, &group, "first", &flags);
+    split_of(&group, &["first"], 4);
+    let mut second = member(&topic, &group, "second", &flags);
+    wait_until(20, "the second member sending its JoinGroup", || {
+        second.stderr().contains("using the classic group protocol")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let t = Instant::now();
+    assert!(second.stop(30).success(), "{}", second.stderr());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stopping took {:?}",
+        t.elapsed()
+    );
+    // The first member rejoins at its next heartbeat; without the
+    // LeaveGroup the group would then wait for the gone member's 60 s session.
+    split_of_within(&group, &["first"], 4, Duration::from_secs(45));
+    assert!(first.stop(30).success());
 }
 
 /// `--exit-at-end` in a group, like `kcat -G -e`: stop once every assigned

@@ -30,6 +30,7 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
 
 use super::assignor::{self, Assignor, MemberSubscription};
+use super::coordinator::GroupClient;
 use super::membership::{Control, GroupEvent, Session};
 use crate::cluster;
 use crate::error::{Error, Result};
@@ -68,6 +69,7 @@ enum Next {
 /// Runs the member until it leaves or fails.
 pub(crate) async fn run(mut s: Session) -> Result<()> {
     s.announce(super::GroupProtocol::Classic);
+    s.update(|st| st.protocol = "classic".into());
     let mut m = Member {
         member_id: String::new(),
         generation: -1,
@@ -295,6 +297,7 @@ async fn join_and_sync(
             Some(ResponseError::MemberIdRequired) => {
                 // KIP-394: the coordinator names our id; join again with it.
                 m.member_id = response.member_id.to_string();
+                s.update(|st| st.member_id = m.member_id.clone());
             }
             Some(e @ (ResponseError::UnknownMemberId | ResponseError::IllegalGeneration)) => {
                 lose_all(s, m, e).await;
@@ -561,26 +564,32 @@ async fn leave(s: &Session, m: &Member) -> Result<()> {
         );
         return Ok(());
     }
-    let result = s
-        .client
+    send_leave(&s.client, &s.cfg.group, &m.member_id).await;
+    Ok(())
+}
+
+/// One LeaveGroup for `member_id` (a dynamic member), logged, never failing:
+/// at worst the group notices after the session timeout.
+pub(crate) async fn send_leave(client: &GroupClient, group: &str, member_id: &str) {
+    let result = client
         .call(
             "leaving the group",
             LEAVE_VERSIONS,
             Duration::from_secs(10),
             |v| {
                 let r = LeaveGroupRequest::default()
-                    .with_group_id(GroupId(StrBytes::from_string(s.cfg.group.clone())));
+                    .with_group_id(GroupId(StrBytes::from_string(group.to_string())));
                 if v >= 3 {
                     r.with_members(vec![
                         MemberIdentity::default()
-                            .with_member_id(StrBytes::from_string(m.member_id.clone()))
+                            .with_member_id(StrBytes::from_string(member_id.to_string()))
                             .with_reason(
                                 (v >= 5)
                                     .then(|| StrBytes::from_static_str("consumer shutting down")),
                             ),
                     ])
                 } else {
-                    r.with_member_id(StrBytes::from_string(m.member_id.clone()))
+                    r.with_member_id(StrBytes::from_string(member_id.to_string()))
                 }
             },
             |r| r.error_code,
@@ -588,12 +597,11 @@ async fn leave(s: &Session, m: &Member) -> Result<()> {
         .await;
     match result {
         Ok((r, _)) => match ResponseError::try_from_code(r.error_code) {
-            None => tracing::info!(group = %s.cfg.group, "left the group"),
-            Some(e) => tracing::warn!(group = %s.cfg.group, "leaving the group: {e:?}"),
+            None => tracing::info!(%group, "left the group"),
+            Some(e) => tracing::warn!(%group, "leaving the group: {e:?}"),
         },
-        Err(e) => tracing::warn!(group = %s.cfg.group, "leaving the group: {e}"),
+        Err(e) => tracing::warn!(%group, "leaving the group: {e}"),
     }
-    Ok(())
 }
 
 /// Owned partitions grouped by topic, for the subscription.

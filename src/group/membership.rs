@@ -268,6 +268,10 @@ impl Session {
 pub struct Membership {
     events: mpsc::Receiver<GroupEvent>,
     session_timeout: Duration,
+    /// For a LeaveGroup sent from here when the task is stuck in a JoinGroup.
+    cluster: ClusterConfig,
+    group: String,
+    static_member: bool,
     status: Arc<Mutex<MemberStatus>>,
     control: mpsc::UnboundedSender<Control>,
     closing: Arc<AtomicBool>,
@@ -347,6 +351,8 @@ impl Membership {
         }));
         let closing = Arc::new(AtomicBool::new(false));
         let session_timeout = cfg.session_timeout;
+        let group = cfg.group.clone();
+        let static_member = cfg.instance_id.is_some();
         let session = Session {
             cfg,
             cluster: cluster.clone(),
@@ -373,6 +379,9 @@ impl Membership {
         Ok(Self {
             events,
             session_timeout,
+            cluster: cluster.clone(),
+            group,
+            static_member,
             status,
             control,
             closing,
@@ -425,23 +434,57 @@ impl Membership {
     pub async fn leave(mut self, timeout: Duration) {
         self.begin_close();
         let _ = self.control.send(Control::Leave);
+        // A classic JoinGroup can be held by the coordinator for a whole
+        // rebalance: leave from here instead of waiting for it (Java sends
+        // LeaveGroup in any state too).
+        let joining = self.status.lock().joining;
+        let Some(mut task) = self.task.take() else {
+            return;
+        };
+        if joining {
+            task.abort();
+            self.leave_directly().await;
+            return;
+        }
         // Keep draining events so the task never blocks on a full channel.
-        if let Some(mut task) = self.task.take() {
-            let deadline = tokio::time::sleep(timeout);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    _ = &mut task => break,
-                    ev = self.events.recv() => if let Some(GroupEvent::Revoke { done, .. }) = ev {
-                        let _ = done.send(());
-                    },
-                    _ = &mut deadline => {
-                        tracing::warn!("leaving the group took longer than {timeout:?}; giving up");
-                        task.abort();
-                        break;
-                    }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut task => break,
+                ev = self.events.recv() => if let Some(GroupEvent::Revoke { done, .. }) = ev {
+                    let _ = done.send(());
+                },
+                _ = &mut deadline => {
+                    tracing::warn!("the group member did not finish leaving within {timeout:?}; leaving directly");
+                    task.abort();
+                    self.leave_directly().await;
+                    break;
                 }
             }
         }
+    }
+
+    /// Sends the classic LeaveGroup itself (the protocol task was stopped).
+    /// KIP-848 leaves are heartbeats, which never wait long, and a static
+    /// member does not leave.
+    async fn leave_directly(&self) {
+        let status = self.status.lock().clone();
+        if self.static_member
+            || status.member_id.is_empty()
+            || !status.protocol.starts_with("classic")
+        {
+            return;
+        }
+        let client = GroupClient::new(
+            self.cluster.brokers.clone(),
+            self.group.clone(),
+            GroupConfig {
+                connection: self.cluster.connection(),
+                retry_deadline: Duration::from_secs(10),
+                ..GroupConfig::default()
+            },
+        );
+        super::classic::send_leave(&client, &self.group, &status.member_id).await;
     }
 }
