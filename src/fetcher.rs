@@ -267,14 +267,7 @@ impl PartitionFetcher {
             .filter(|t| *t.name.0 == *self.topic)
             .flat_map(|t| &t.partitions)
             .find(|p| p.partition_index == self.partition)
-            .ok_or_else(|| {
-                Attempt::Retry(format!(
-                    "broker {} answered without {}/{}",
-                    conn.broker(),
-                    self.topic,
-                    self.partition
-                ))
-            })?;
+            .ok_or_else(|| self.absent_from(conn))?;
         match ResponseError::try_from_code(part.error_code) {
             None => Ok(part.offset),
             Some(e) => Err(classify(e)),
@@ -425,14 +418,7 @@ impl PartitionFetcher {
             .filter(|t| *t.topic.0 == *self.topic)
             .flat_map(|t| t.partitions)
             .find(|p| p.partition_index == self.partition)
-            .ok_or_else(|| {
-                Attempt::Retry(format!(
-                    "broker {} answered without {}/{}",
-                    conn.broker(),
-                    self.topic,
-                    self.partition
-                ))
-            })?;
+            .ok_or_else(|| self.absent_from(conn))?;
         match ResponseError::try_from_code(part.error_code) {
             None => Ok(part),
             Some(e) => Err(classify(e)),
@@ -522,6 +508,17 @@ impl PartitionFetcher {
                 ))
             })?;
         Ok(format_addr(&broker.host, broker.port))
+    }
+
+    /// A leader's answer that leaves our partition out: retried (the leader
+    /// may be moving).
+    fn absent_from(&self, conn: &Connection) -> Attempt {
+        Attempt::Retry(format!(
+            "broker {} answered without {}/{}",
+            conn.broker(),
+            self.topic,
+            self.partition
+        ))
     }
 
     /// Timeouts of the leader connection: a request may legitimately take
