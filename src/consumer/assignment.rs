@@ -24,7 +24,7 @@ use super::StartAt;
 
 /// How a fetch task ended.
 #[derive(Debug)]
-pub(crate) enum Ended {
+enum Ended {
     /// Reached the end of the log (`exit_at_end`).
     CaughtUp,
     /// Told to stop, or the pool stopped taking messages.
@@ -32,10 +32,10 @@ pub(crate) enum Ended {
 }
 
 /// A fetch task's report: which partition (and which assignment of it) ended how.
-pub(crate) struct Done {
-    pub(crate) tp: TopicPartition,
-    pub(crate) id: u64,
-    pub(crate) result: Result<Ended>,
+struct Done {
+    tp: TopicPartition,
+    id: u64,
+    result: Result<Ended>,
 }
 
 /// One partition being read.
@@ -212,9 +212,10 @@ impl Assignment {
             .collect()
     }
 
-    /// The next fetch task that ended; reports of partitions stopped since
-    /// (or re-assigned) are skipped. Cancel-safe.
-    pub(crate) async fn next_done(&mut self) -> Result<(TopicPartition, Ended)> {
+    /// Waits for the next fetch task that ends (reports of partitions
+    /// stopped since, or re-assigned, are skipped) and records whether it
+    /// reached the end of its log; a fetch error is returned. Cancel-safe.
+    pub(crate) async fn next_done(&mut self) -> Result<()> {
         loop {
             let done = self
                 .done_rx
@@ -227,11 +228,10 @@ impl Assignment {
             if r.id != done.id {
                 continue;
             }
-            let ended = done.result?;
-            if matches!(ended, Ended::CaughtUp) {
+            if let Ended::CaughtUp = done.result? {
                 r.at_end = true;
             }
-            return Ok((done.tp, ended));
+            return Ok(());
         }
     }
 

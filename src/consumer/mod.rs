@@ -17,12 +17,13 @@
 //! the group.
 //!
 //! In a group, partitions are added and revoked while the pipeline runs
-//! (DESIGN rule 7). A revoked partition stops fetching, its queued messages
-//! are dropped, the ones inside a handler are waited for (at most the
-//! rebalance timeout), its finished offsets are committed with the current
-//! generation or member epoch, and only then is the revocation acknowledged.
-//! Each assignment of a partition has its own offset state, so completions
-//! that arrive after a revocation are never committed.
+//! (DESIGN rule 7). A revoked partition stops fetching; what was already
+//! fetched of it finishes (within a budget below the rebalance timeout, so a
+//! graceful hand-over repeats nothing), whatever is left then is dropped
+//! unhandled, its finished offsets are committed with the current generation
+//! or member epoch, and only then is the revocation acknowledged. Each
+//! assignment of a partition has its own offset state, so completions that
+//! arrive after a revocation are never committed.
 
 pub mod assignment;
 pub mod committer;
