@@ -171,6 +171,8 @@ fn static_member_restart_keeps_the_assignment(proto: Proto) {
     };
     let mut members: Vec<Proc> = (0..3).map(start).collect();
     let before = split_of(&group, &["static-0", "static-1", "static-2"], 6);
+    // Let the stats lines (every second) catch up with the settled group.
+    std::thread::sleep(Duration::from_millis(2500));
     let rebalances: Vec<Option<u64>> = members.iter().map(Proc::rebalances).collect();
 
     let status = members[1].stop(30);
