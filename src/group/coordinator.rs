@@ -786,7 +786,26 @@ impl GroupClient {
             .await
             .map_err(|e| self.protocol_failure(OP, e))?;
 
-        // Flatten both response shapes into (group error, [(topic, partition, offset, error)]).
+        // Flatten both response shapes into (group error, [(topic, partition,
+        // offset, error)]); the two topic types are distinct generated types
+        // with the same fields, hence a macro rather than a function.
+        macro_rules! rows {
+            ($topics:expr) => {
+                $topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions.iter().map(|p| {
+                            (
+                                t.name.to_string(),
+                                p.partition_index,
+                                p.committed_offset,
+                                p.error_code,
+                            )
+                        })
+                    })
+                    .collect()
+            };
+        }
         let (group_code, rows): (i16, Vec<(String, i32, i64, i16)>) = if version >= 8 {
             let Some(g) = response
                 .groups
@@ -799,37 +818,9 @@ impl GroupClient {
                     "OffsetFetch answer does not mention the group".into(),
                 )));
             };
-            let rows = g
-                .topics
-                .iter()
-                .flat_map(|t| {
-                    t.partitions.iter().map(|p| {
-                        (
-                            t.name.to_string(),
-                            p.partition_index,
-                            p.committed_offset,
-                            p.error_code,
-                        )
-                    })
-                })
-                .collect();
-            (g.error_code, rows)
+            (g.error_code, rows!(g.topics))
         } else {
-            let rows = response
-                .topics
-                .iter()
-                .flat_map(|t| {
-                    t.partitions.iter().map(|p| {
-                        (
-                            t.name.to_string(),
-                            p.partition_index,
-                            p.committed_offset,
-                            p.error_code,
-                        )
-                    })
-                })
-                .collect();
-            (response.error_code, rows)
+            (response.error_code, rows!(response.topics))
         };
         self.check_group_code(OP, conn, group_code)?;
 

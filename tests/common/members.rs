@@ -5,7 +5,6 @@
 //! keyed load, and the checks every hand-over must pass.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -261,12 +260,9 @@ fn parse_assignment(s: &str) -> BTreeSet<i32> {
 /// The group's members as Kafka's own tool describes them; `None` if the
 /// tool failed (e.g. the group does not exist yet).
 pub fn describe_members(group: &str) -> Option<Vec<Described>> {
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docker/kafka-local.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .args([
-            "tool",
-            "consumer-groups",
+    let out = super::try_kafka_tool(
+        "consumer-groups",
+        &[
             "--bootstrap-server",
             &bootstrap(),
             "--describe",
@@ -274,9 +270,8 @@ pub fn describe_members(group: &str) -> Option<Vec<Described>> {
             group,
             "--members",
             "--verbose",
-        ])
-        .output()
-        .ok()?;
+        ],
+    );
     if !out.status.success() {
         return None;
     }
