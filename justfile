@@ -8,6 +8,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 export KAFKA_PORT := env_var_or_default("KAFKA_PORT", "9092")
 export KAFKA_BOOTSTRAP := env_var_or_default("KAFKA_BOOTSTRAP", "127.0.0.1:" + KAFKA_PORT)
+# The secure broker (issue 8: TLS, SASL, ACLs) uses this port and the next four;
+# listeners, users and TLS files are listed at the top of docker/kafka-local.sh.
+export KAFKA_SECURE_PORT := env_var_or_default("KAFKA_SECURE_PORT", "9292")
 
 # List the recipes.
 default:
@@ -46,6 +49,27 @@ kafka-up:
 kafka-down:
     docker/kafka-local.sh down
 
+# Make sure the secure broker answers on KAFKA_SECURE_PORT: reuse one that runs, else start one.
+kafka-secure:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if (exec 3<>/dev/tcp/127.0.0.1/$KAFKA_SECURE_PORT) 2>/dev/null; then
+      echo "kafka-secure: using the broker already answering on 127.0.0.1:$KAFKA_SECURE_PORT" >&2
+    elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+      # The compose profile has the ports 9292..9296 built in.
+      docker compose -f docker/compose.yml --profile secure up -d --wait kafka-secure
+    else
+      KAFKA_PORT=$KAFKA_SECURE_PORT KAFKA_SECURE=1 docker/kafka-local.sh up
+    fi
+
+# Start the local secure broker: SASL_SSL, SSL (mutual TLS), SASL_PLAINTEXT beside PLAINTEXT, with ACLs.
+kafka-up-secure:
+    KAFKA_PORT=$KAFKA_SECURE_PORT KAFKA_SECURE=1 docker/kafka-local.sh up
+
+# Stop the local secure broker and delete its data (its TLS files stay for the next start).
+kafka-down-secure:
+    KAFKA_PORT=$KAFKA_SECURE_PORT docker/kafka-local.sh down
+
 # Run one of Kafka's admin tools, e.g. `just kafka-tool topics --bootstrap-server 127.0.0.1:9092 --list`.
 kafka-tool +ARGS:
     docker/kafka-local.sh tool {{ARGS}}
@@ -54,8 +78,8 @@ kafka-tool +ARGS:
 build:
     cargo build --release
 
-# All tests (unit, property, integration against the real broker; starts one if none answers).
-test: kafka
+# All tests (unit, property, integration against the real brokers, plain and secure; starts them if none answers).
+test: kafka kafka-secure
     cargo test -- --test-threads 2
 
 # Formatting and lints, as CI checks them.

@@ -8,11 +8,47 @@
 #   kafka-local.sh tool NAME ARGS...   run one of Kafka's own admin tools, e.g.
 #                                      tool topics --bootstrap-server 127.0.0.1:9092 --list
 #                                      tool consumer-groups --bootstrap-server ... --describe --group g
+#                                      tool acls --bootstrap-server 127.0.0.1:9292 --list
 #
 # Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1), KAFKA_HEAP (512m),
 # KAFKA_CACHE (~/.cache/mykafkams/kafka-<version>), KAFKA_STATE_DIR (<repo>/target/kafka-local),
 # KAFKA_GROUP_PROTOCOLS (unset: the broker default classic,consumer; e.g. "classic" for a broker
 # without KIP-848 groups; written as group.coordinator.rebalance.protocols).
+#
+# KAFKA_SECURE=1 (just kafka-up-secure: KAFKA_PORT=9292) starts the same broker with
+# the listeners of issue 8 (TLS and SASL) and an ACL authorizer; the settings are
+# docker/secure/secure.properties, the TLS files come from docker/secure/gen-tls.sh
+# (needs openssl). With port P (9292):
+#   PLAINTEXT      127.0.0.1:P    (9292) no auth, User:ANONYMOUS (super user); admin tools
+#   CONTROLLER     127.0.0.1:P+1  (9293) KRaft only
+#   SASL_SSL       localhost:P+2  (9294) PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER
+#   SSL            localhost:P+3  (9295) mutual TLS, client certificate required
+#   SASL_PLAINTEXT localhost:P+4  (9296) PLAIN, SCRAM-SHA-256, OAUTHBEARER (not SCRAM-SHA-512:
+#                                        the "mechanism not enabled" case), no TLS; KIP-368
+#                                        sessions of 5 s (connections.max.reauth.ms on this listener)
+# All bind 127.0.0.1; the TLS ones are advertised as localhost, the only name the
+# broker certificate holds (DNS:localhost, no IP SAN: 127.0.0.1 is a hostname mismatch).
+# Users (super users bypass ACLs):
+#   alice    / alice-secret     PLAIN and SCRAM-SHA-256   super user
+#   scram256 / scram256-secret  SCRAM-SHA-256             super user
+#   scram512 / scram512-secret  SCRAM-SHA-512             super user
+#   oauth-user                  OAUTHBEARER, unsecured JWT ("alg":"none", sub=oauth-user, exp)
+#                                                         super user (any other sub: no rights)
+#   User:mykafkams-client       the client certificate on SSL   super user
+#   carol    / carol-secret     PLAIN   topic Read/Write/Describe/Create on all topics, no
+#                                       group rights (consuming in a group: GROUP_AUTHORIZATION_FAILED)
+#   mallory  / mallory-secret   PLAIN   no rights (TOPIC_AUTHORIZATION_FAILED)
+# TLS files in <state>/P/tls/ (target/kafka-local/9292/tls/), made once and then reused:
+#   ca.pem (+ ca.key)           the CA the broker trusts; clients verify the broker with it
+#   broker.pem, broker.key, broker-keystore.pem   the broker's certificate, key, PEM key store
+#   client.pem                  client certificate, CN=mykafkams-client
+#   client.key                  its key, PKCS#8 unencrypted ("BEGIN PRIVATE KEY")
+#   client-encrypted.key        the same key, encrypted PKCS#8 (PBES2, AES-256-CBC,
+#                               PBKDF2-HMAC-SHA256), password client-key-secret
+#   client-rsa.key              the same key, PKCS#1 ("BEGIN RSA PRIVATE KEY")
+#   other-ca.pem (+ .key)       an unrelated CA (a client trusting it must reject the broker)
+#   other-client.pem, .key      CN=mykafkams-client signed by other-ca (the SSL listener refuses it)
+#
 # Exit codes: 0 ok, 1 failure (message on stderr), 2 usage.
 set -euo pipefail
 
@@ -25,6 +61,10 @@ heap=${KAFKA_HEAP:-512m}
 cache=${KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mykafkams/kafka-$version}
 state=${KAFKA_STATE_DIR:-$repo/target/kafka-local}/$port
 log4j="$here/log4j2.properties"
+secure=
+case "${KAFKA_SECURE:-}" in ''|0|false|no) ;; *) secure=1 ;; esac
+sasl_ssl_port=$((port + 2)) ssl_port=$((port + 3)) sasl_plaintext_port=$((port + 4))
+tls="$state/tls"
 
 die() { echo "kafka-local: $*" >&2; exit 1; }
 say() { echo "kafka-local: $*" >&2; }
@@ -55,6 +95,41 @@ java_run() { # java_run LOGLEVEL MAINCLASS ARGS...  (JAVA_EXEC=1: replace this s
     -cp "$cache/*" "$@"
 }
 
+need_openssl() {
+  command -v openssl >/dev/null 2>&1 ||
+    die "openssl not found: the secure broker makes its TLS certificates with it (Debian: apt-get install openssl)"
+}
+
+# The listeners, TLS and SASL settings and authorizer of the secure broker.
+secure_properties() {
+  sed -e "s|@BIND@|127.0.0.1|g" -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$cport|g" \
+    -e "s|@SASL_SSL_PORT@|$sasl_ssl_port|g" -e "s|@SSL_PORT@|$ssl_port|g" \
+    -e "s|@SASL_PLAINTEXT_PORT@|$sasl_plaintext_port|g" -e "s|@TLS@|$tls|g" \
+    "$here/secure/secure.properties"
+}
+
+# SCRAM users are stored in the cluster metadata when the storage is formatted.
+scram_users=(
+  --add-scram 'SCRAM-SHA-256=[name=scram256,password=scram256-secret]'
+  --add-scram 'SCRAM-SHA-512=[name=scram512,password=scram512-secret]'
+  --add-scram 'SCRAM-SHA-256=[name=alice,password=alice-secret]'
+)
+
+# ACLs for the users that are not super users, through the PLAINTEXT listener.
+secure_acls() {
+  java_run WARN org.apache.kafka.tools.AclCommand --bootstrap-server "127.0.0.1:$port" --add \
+    --allow-principal User:carol --operation Read --operation Write --operation Describe \
+    --operation Create --topic '*' >"$state/acls.log" 2>&1
+}
+
+secure_banner() {
+  say "  PLAINTEXT      127.0.0.1:$port (no auth, User:ANONYMOUS)"
+  say "  SASL_SSL       localhost:$sasl_ssl_port (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER)"
+  say "  SSL            localhost:$ssl_port (mutual TLS: client.pem + client.key)"
+  say "  SASL_PLAINTEXT localhost:$sasl_plaintext_port (PLAIN, SCRAM-SHA-256, OAUTHBEARER; re-authentication every 5 s)"
+  say "  TLS files      $tls/ (ca.pem, client.pem, client.key, client-encrypted.key, client-rsa.key, other-ca.pem)"
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 running_pid() {
@@ -66,12 +141,36 @@ running_pid() {
 up() {
   fetch
   if pid=$(running_pid); then
-    say "already running on 127.0.0.1:$port (pid $pid)"; return 0
+    say "already running on 127.0.0.1:$port (pid $pid)"
+    if [ -n "$secure" ]; then
+      grep -q '^listeners=.*SASL_SSL' "$state/server.properties" ||
+        die "the broker on 127.0.0.1:$port is not the secure one: stop it first (KAFKA_PORT=$port $0 down)"
+      secure_banner
+    fi
+    return 0
   fi
-  for p in "$port" "$cport"; do
+  local ports=("$port" "$cport") format_args=()
+  if [ -n "$secure" ]; then
+    need_openssl
+    ports+=("$sasl_ssl_port" "$ssl_port" "$sasl_plaintext_port")
+    format_args=("${scram_users[@]}")
+  fi
+  for p in "${ports[@]}"; do
     port_open "$p" && die "port $p on 127.0.0.1 is already in use: stop what holds it (just kafka-down?) or set KAFKA_PORT"
   done
   mkdir -p "$state"
+  if [ -n "$secure" ]; then
+    sh "$here/secure/gen-tls.sh" "$tls" || die "making the TLS material in $tls failed"
+  fi
+  local listeners
+  if [ -n "$secure" ]; then
+    listeners=$(secure_properties) || die "reading $here/secure/secure.properties failed"
+  else
+    listeners="listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT"
+  fi
   local data; data=$(mktemp -d "${TMPDIR:-/tmp}/mykafkams-kafka-$port.XXXXXX")
   echo "$data" > "$state/data"
   cat > "$state/server.properties" <<PROPS
@@ -79,10 +178,7 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+$listeners
 log.dirs=$data/logs
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -109,7 +205,7 @@ PROPS
   while [[ $cluster_id == -* ]]; do
     cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
   done
-  java_run WARN kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" \
+  java_run WARN kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" ${format_args[@]+"${format_args[@]}"} \
     >"$state/format.log" 2>&1 || { cat "$state/format.log" >&2; cleanup_data; die "formatting KRaft storage failed"; }
   say "starting Apache Kafka $version on 127.0.0.1:$port (controller $cport, heap $heap, data $data)"
   KAFKA_HEAP_OPTS="" nohup java -Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -Djava.awt.headless=true \
@@ -127,7 +223,11 @@ PROPS
     [ $SECONDS -lt $deadline ] || { tail -n 30 "$state/server.log" >&2; down; die "the broker did not answer metadata within 90 s"; }
     sleep 1
   done
+  if [ -n "$secure" ]; then
+    secure_acls || { cat "$state/acls.log" >&2; down; die "adding the ACLs failed (log above)"; }
+  fi
   say "ready: bootstrap 127.0.0.1:$port (log: $state/server.log)"
+  if [ -n "$secure" ]; then secure_banner; fi
 }
 
 cleanup_data() {
@@ -164,10 +264,11 @@ tool() {
     get-offsets) cls=org.apache.kafka.tools.GetOffsetShell ;;
     delete-records) cls=org.apache.kafka.tools.DeleteRecordsCommand ;;
     broker-api-versions) cls=org.apache.kafka.tools.BrokerApiVersionsCommand ;;
-    configs) cls=org.apache.kafka.admin.ConfigCommand ;;
+    configs) cls=kafka.admin.ConfigCommand ;;
+    acls) cls=org.apache.kafka.tools.AclCommand ;;
     producer-perf-test) cls=org.apache.kafka.tools.ProducerPerformance ;;
     transactional-message-copier) cls=org.apache.kafka.tools.TransactionalMessageCopier ;;
-    *) echo "kafka-local: unknown tool '$name' (topics, consumer-groups, console-consumer, console-producer, get-offsets, delete-records, broker-api-versions, configs, producer-perf-test, transactional-message-copier)" >&2; exit 2 ;;
+    *) echo "kafka-local: unknown tool '$name' (topics, consumer-groups, console-consumer, console-producer, get-offsets, delete-records, broker-api-versions, configs, acls, producer-perf-test, transactional-message-copier)" >&2; exit 2 ;;
   esac
   fetch
   # exec: the tool is this process, so a signal sent to it (a test stopping
