@@ -10,6 +10,7 @@ pub mod pool;
 
 pub mod cli;
 pub mod cluster;
+pub mod config;
 pub mod consumer;
 pub mod demo;
 pub mod dlq;
