@@ -4,8 +4,9 @@
 //! by `mykafkams::cli::consumer` and `mykafkams::consumer`.
 
 use mykafkams::cli::{self, consumer::ConsumerArgs};
+use mykafkams::config::Tool;
 
 fn main() {
-    let args: ConsumerArgs = cli::parse_args();
-    cli::run(|| cli::consumer::main(args))
+    let (args, command_line) = cli::parse_command_line::<ConsumerArgs>(Tool::Consumer);
+    cli::run(|| cli::consumer::main(args, command_line))
 }

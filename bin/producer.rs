@@ -3,8 +3,9 @@
 //! work is done by `mykafkams::cli::producer` and `mykafkams::producer`.
 
 use mykafkams::cli::{self, producer::ProducerArgs};
+use mykafkams::config::Tool;
 
 fn main() {
-    let args: ProducerArgs = cli::parse_args();
+    let (args, _) = cli::parse_command_line::<ProducerArgs>(Tool::Producer);
     cli::run(|| cli::producer::main(args))
 }

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{ApiKey, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::error::{Error, Result};
-use crate::protocol::{Connection, VersionRange};
+use crate::protocol::{Connection, ProtocolError as WireError, Security, VersionRange};
 
 /// Metadata versions [`describe_topics`] builds and reads (v10+ carry topic ids).
 const METADATA_VERSIONS: VersionRange = VersionRange { min: 10, max: 12 };
@@ -33,6 +33,8 @@ pub struct ClusterConfig {
     pub request_deadline: Duration,
     /// Client id sent to the broker (shows in broker logs and quotas).
     pub client_id: String,
+    /// TLS and SASL, the same for every connection of the run (ours and rskafka's).
+    pub security: Security,
 }
 
 impl ClusterConfig {
@@ -43,6 +45,7 @@ impl ClusterConfig {
             connect_timeout: Duration::from_secs(10),
             request_deadline: Duration::from_secs(30),
             client_id: "mykafkams".to_string(),
+            security: Security::plaintext(),
         }
     }
 
@@ -52,11 +55,12 @@ impl ClusterConfig {
     }
 
     /// The settings of every connection we open ourselves (fetch, group
-    /// coordinator): this client id and connect timeout, default limits.
+    /// coordinator): this client id, connect timeout and security, default limits.
     pub fn connection(&self) -> crate::protocol::ConnectionConfig {
         crate::protocol::ConnectionConfig {
             client_id: std::sync::Arc::from(self.client_id.as_str()),
             connect_timeout: self.connect_timeout,
+            security: self.security.clone(),
             ..crate::protocol::ConnectionConfig::default()
         }
     }
@@ -90,18 +94,31 @@ pub fn parse_brokers(list: &str) -> Result<Vec<String>> {
 }
 
 /// Connects to the cluster, failing with [`Error::Unreachable`] within
-/// `connect_timeout` when no bootstrap broker answers a metadata request.
+/// `connect_timeout` when no bootstrap broker answers a metadata request,
+/// and with [`Error::Security`] when TLS or SASL fails.
+///
+/// Our own connection goes first: it explains a TLS or SASL failure in one
+/// line (rskafka keeps only an error code), and it proves the settings work
+/// before rskafka's client, which gets the same TLS config and credentials,
+/// opens its connections.
 pub async fn connect(cfg: &ClusterConfig) -> Result<Client> {
+    preflight(cfg).await?;
     let backoff = BackoffConfig {
         init_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_secs(2),
         base: 2.0,
         deadline: Some(cfg.request_deadline),
     };
-    let build = ClientBuilder::new(cfg.brokers.clone())
+    let mut builder = ClientBuilder::new(cfg.brokers.clone())
         .client_id(cfg.client_id.clone())
-        .backoff_config(backoff)
-        .build();
+        .backoff_config(backoff);
+    if let Some(tls) = cfg.security.tls() {
+        builder = builder.tls_config(tls.clone());
+    }
+    if let Some(sasl) = cfg.security.sasl() {
+        builder = builder.sasl_config(sasl.to_rskafka().map_err(Error::Security)?);
+    }
+    let build = builder.build();
     match tokio::time::timeout(cfg.connect_timeout, build).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(Error::Unreachable {
@@ -112,6 +129,56 @@ pub async fn connect(cfg: &ClusterConfig) -> Result<Client> {
             brokers: cfg.brokers_display(),
             detail: why_unreachable(&cfg.brokers, cfg.connect_timeout).await,
         }),
+    }
+}
+
+/// Connects to the first bootstrap broker that answers (TLS, ApiVersions,
+/// SASL) and asks it for the cluster's brokers. Security failures are final;
+/// an unreachable broker moves on to the next one.
+/// The whole check is bounded by `connect_timeout`.
+pub async fn preflight(cfg: &ClusterConfig) -> Result<()> {
+    match tokio::time::timeout(cfg.connect_timeout, preflight_unbounded(cfg)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Unreachable {
+            brokers: cfg.brokers_display(),
+            detail: why_unreachable(&cfg.brokers, cfg.connect_timeout).await,
+        }),
+    }
+}
+
+async fn preflight_unbounded(cfg: &ClusterConfig) -> Result<()> {
+    let mut last = None;
+    for addr in &cfg.brokers {
+        let conn = match Connection::connect(addr, cfg.connection()).await {
+            Ok(c) => c,
+            Err(e) if e.is_transport() => {
+                last = Some(e.to_string());
+                continue;
+            }
+            Err(e) => return Err(Error::protocol("connecting to the cluster", e)),
+        };
+        let version = conn
+            .negotiate(ApiKey::Metadata, METADATA_VERSIONS)
+            .map_err(|e| Error::protocol("reading cluster metadata", e))?;
+        let request = MetadataRequest::default().with_topics(Some(Vec::new()));
+        return match conn.send(&request, version).await {
+            Ok(_) => Ok(()),
+            // A SASL listener lets ApiVersions through unauthenticated, then
+            // hangs up on the first real request.
+            Err(WireError::Io { .. }) if cfg.security.sasl().is_none() => {
+                Err(Error::Security(format!(
+                    "Kafka broker {addr} closed the connection at the first request after the handshake: the listener probably requires SASL (set security.protocol=SASL_SSL or SASL_PLAINTEXT, and sasl.mechanism)"
+                )))
+            }
+            Err(e) => Err(Error::protocol("reading cluster metadata", e)),
+        };
+    }
+    match last {
+        Some(detail) => Err(Error::Unreachable {
+            brokers: cfg.brokers_display(),
+            detail,
+        }),
+        None => Err(Error::Usage("no bootstrap broker given".into())),
     }
 }
 
@@ -129,16 +196,15 @@ async fn why_unreachable(brokers: &[String], waited: Duration) -> String {
     }
 }
 
-/// The partitions of `topic`, or [`Error::UnknownTopic`].
-pub async fn topic_partitions(client: &Client, topic: &str) -> Result<BTreeSet<i32>> {
-    let topics = client
-        .list_topics()
-        .await
-        .map_err(|e| Error::kafka("reading cluster metadata", short(&e)))?;
-    topics
+/// The partitions of `topic`, or [`Error::UnknownTopic`], or
+/// [`Error::Security`] naming the missing ACL when the principal may not
+/// describe it (asking for all topics would instead silently leave it out).
+pub async fn topic_partitions(cfg: &ClusterConfig, topic: &str) -> Result<BTreeSet<i32>> {
+    let described = describe_topics(cfg, Some(&[topic.to_string()])).await?;
+    described
         .into_iter()
         .find(|t| t.name == topic)
-        .map(|t| t.partitions)
+        .map(|t| (0..t.partitions).collect())
         .ok_or_else(|| Error::UnknownTopic {
             topic: topic.to_string(),
         })
@@ -171,11 +237,11 @@ pub async fn describe_topics(
                 last = e.to_string();
                 continue;
             }
-            Err(e) => return Err(Error::kafka("reading cluster metadata", e)),
+            Err(e) => return Err(Error::protocol("reading cluster metadata", e)),
         };
         let version = conn
             .negotiate(ApiKey::Metadata, METADATA_VERSIONS)
-            .map_err(|e| Error::kafka("reading cluster metadata", e))?;
+            .map_err(|e| Error::protocol("reading cluster metadata", e))?;
         let request = MetadataRequest::default()
             .with_topics(topics.map(|ts| {
                 ts.iter()
@@ -189,7 +255,7 @@ pub async fn describe_topics(
         let response = conn
             .send(&request, version)
             .await
-            .map_err(|e| Error::kafka("reading cluster metadata", e))?;
+            .map_err(|e| Error::protocol("reading cluster metadata", e))?;
         let mut out = Vec::with_capacity(response.topics.len());
         for t in response.topics {
             let Some(name) = t.name else { continue };
@@ -200,6 +266,14 @@ pub async fn describe_topics(
                     partitions: t.partitions.len() as i32,
                 }),
                 Some(ResponseError::UnknownTopicOrPartition) => {}
+                Some(ResponseError::TopicAuthorizationFailed) => {
+                    return Err(Error::denied(
+                        "TOPIC_AUTHORIZATION_FAILED",
+                        &cfg.security.principal_hint(),
+                        "Describe",
+                        &format!("Topic:{}", name.as_str()),
+                    ));
+                }
                 Some(e) => {
                     return Err(Error::kafka(
                         format!("reading metadata of topic '{}'", name.as_str()),
@@ -218,11 +292,11 @@ pub async fn describe_topics(
 
 /// Checks that every partition in `wanted` exists in `topic`.
 pub async fn check_partitions(
-    client: &Client,
+    cfg: &ClusterConfig,
     topic: &str,
     wanted: &[i32],
 ) -> Result<BTreeSet<i32>> {
-    let partitions = topic_partitions(client, topic).await?;
+    let partitions = topic_partitions(cfg, topic).await?;
     for &p in wanted {
         if !partitions.contains(&p) {
             return Err(Error::UnknownPartition {
@@ -240,6 +314,7 @@ pub async fn check_partitions(
 /// partitions, so the caller can use it at once.
 pub async fn create_topic_if_missing(
     client: &Client,
+    cfg: &ClusterConfig,
     topic: &str,
     partitions: i32,
     replication: i16,
@@ -249,8 +324,10 @@ pub async fn create_topic_if_missing(
             "--partitions must be at least 1 (got {partitions})"
         )));
     }
-    if topic_partitions(client, topic).await.is_ok() {
-        return Ok(false);
+    match topic_partitions(cfg, topic).await {
+        Ok(_) => return Ok(false),
+        Err(Error::UnknownTopic { .. }) => {}
+        Err(e) => return Err(e),
     }
     let controller = client
         .controller_client()
@@ -261,6 +338,17 @@ pub async fn create_topic_if_missing(
     {
         Ok(()) => {}
         Err(e) if is_protocol(&e, ProtocolError::TopicAlreadyExists) => return Ok(false),
+        Err(e)
+            if is_protocol(&e, ProtocolError::TopicAuthorizationFailed)
+                || is_protocol(&e, ProtocolError::ClusterAuthorizationFailed) =>
+        {
+            return Err(Error::denied(
+                "TOPIC_AUTHORIZATION_FAILED",
+                &cfg.security.principal_hint(),
+                "Create",
+                &format!("Topic:{topic}"),
+            ));
+        }
         Err(e) => {
             return Err(Error::kafka(
                 format!(
@@ -272,7 +360,7 @@ pub async fn create_topic_if_missing(
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        if let Ok(p) = topic_partitions(client, topic).await
+        if let Ok(p) = topic_partitions(cfg, topic).await
             && p.len() as i32 >= partitions
         {
             return Ok(true);

@@ -194,13 +194,14 @@ fn key_names(n: usize) -> Vec<String> {
 /// Produces `events` events over `keys` keys, sequence numbers per key in order.
 async fn produce(
     client: &Client,
+    cluster: &ClusterConfig,
     topic: &str,
     partitions: i32,
     keys: &[String],
     events: usize,
 ) -> Result<()> {
-    cluster::create_topic_if_missing(client, topic, partitions, 1).await?;
-    let producer = Producer::new(client, ProducerConfig::new(topic)).await?;
+    cluster::create_topic_if_missing(client, cluster, topic, partitions, 1).await?;
+    let producer = Producer::new(client, cluster, ProducerConfig::new(topic)).await?;
     for i in 0..events {
         let key = &keys[i % keys.len()];
         let seq = i / keys.len();
@@ -264,7 +265,15 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
         cfg.events, cfg.keys, cfg.partitions
     );
     let t = Instant::now();
-    produce(&client, &topic, cfg.partitions, &keys, cfg.events).await?;
+    produce(
+        &client,
+        &cfg.cluster,
+        &topic,
+        cfg.partitions,
+        &keys,
+        cfg.events,
+    )
+    .await?;
     eprintln!("demo: produced in {:.2} s", t.elapsed().as_secs_f64());
 
     eprintln!(
@@ -290,6 +299,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
     );
     produce(
         &client,
+        &cfg.cluster,
         &sample_topic,
         cfg.partitions,
         sample_keys,

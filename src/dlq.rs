@@ -10,7 +10,7 @@ use rskafka::client::Client;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
 
-use crate::cluster::{self, short};
+use crate::cluster::{self, ClusterConfig, short};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::partitioner::partition_for_key;
@@ -38,8 +38,8 @@ pub struct DeadLetterQueue {
 impl DeadLetterQueue {
     /// Opens the dead-letter topic, which must exist (a typo in its name should
     /// not silently create a topic).
-    pub async fn open(client: &Client, topic: &str) -> Result<Self> {
-        let n = cluster::topic_partitions(client, topic).await?.len() as i32;
+    pub async fn open(client: &Client, cluster: &ClusterConfig, topic: &str) -> Result<Self> {
+        let n = cluster::topic_partitions(cluster, topic).await?.len() as i32;
         let mut partitions = Vec::with_capacity(n as usize);
         for p in 0..n {
             partitions.push(

@@ -21,6 +21,10 @@ pub const EXIT_KAFKA: i32 = 5;
 /// Exit code when messages could not be processed (consumer, `--on-failure stop`)
 /// or were not acknowledged (producer).
 pub const EXIT_FAILED_MESSAGES: i32 = 6;
+/// Exit code when the cluster refused us: the TLS handshake failed (untrusted
+/// certificate, host name mismatch, TLS/plaintext mismatch), SASL
+/// authentication failed, or an ACL is missing.
+pub const EXIT_SECURITY: i32 = 7;
 /// Exit code when a second SIGINT/SIGTERM aborted a graceful stop.
 pub const EXIT_ABORTED: i32 = 130;
 
@@ -58,6 +62,9 @@ pub enum Error {
         /// The underlying error.
         detail: String,
     },
+    /// The cluster refused us: TLS, SASL or an ACL. The text says which
+    /// setting or ACL to fix, and never contains a secret.
+    Security(String),
     /// Messages were not processed or not acknowledged.
     FailedMessages(String),
     /// A local I/O error (stdin, input file, stdout).
@@ -84,6 +91,7 @@ impl Error {
             Error::Unreachable { .. } => EXIT_UNREACHABLE,
             Error::UnknownTopic { .. } | Error::UnknownPartition { .. } => EXIT_NOT_FOUND,
             Error::Kafka { .. } => EXIT_KAFKA,
+            Error::Security(_) => EXIT_SECURITY,
             Error::FailedMessages(_) => EXIT_FAILED_MESSAGES,
             Error::Io { .. } | Error::Internal(_) => EXIT_INTERNAL,
             Error::Aborted(_) => EXIT_ABORTED,
@@ -96,6 +104,33 @@ impl Error {
             context: context.into(),
             detail: one_line(&err.to_string()),
         }
+    }
+
+    /// Wraps an error of our own connection: a TLS or SASL failure becomes
+    /// [`Error::Security`], anything else [`Error::Kafka`].
+    pub fn protocol(context: impl Into<String>, err: crate::protocol::ProtocolError) -> Self {
+        match err {
+            e @ crate::protocol::ProtocolError::Security { .. } => {
+                Error::Security(one_line(&e.to_string()))
+            }
+            other => Error::kafka(context, other),
+        }
+    }
+
+    /// A broker's authorization refusal, as the ACL that is missing:
+    /// `principal` may do `operation` on `resource` (e.g. `Topic:orders`).
+    pub fn denied(code: &str, principal: &str, operation: &str, resource: &str) -> Self {
+        let (kind, name) = resource.split_once(':').unwrap_or(("Topic", resource));
+        let flag = kind.to_ascii_lowercase();
+        let target = if kind == "Cluster" {
+            "--cluster".to_string()
+        } else {
+            format!("--{flag} {name}")
+        };
+        Error::Security(format!(
+            "not authorized ({code}): the ACL allowing {principal} {} on {resource} is missing; ask the cluster's admin for kafka-acls --add --allow-principal {principal} --operation {operation} {target}",
+            operation.to_ascii_uppercase()
+        ))
     }
 
     /// Wraps an I/O error with what we were doing when it happened.
@@ -111,8 +146,8 @@ impl Error {
 /// every error stays the promised single line.
 fn one_line(s: &str) -> String {
     let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if joined.chars().count() > 300 {
-        let cut: String = joined.chars().take(300).collect();
+    if joined.chars().count() > 600 {
+        let cut: String = joined.chars().take(600).collect();
         format!("{cut}...")
     } else {
         joined
@@ -141,6 +176,7 @@ impl fmt::Display for Error {
                 count.saturating_sub(1)
             ),
             Error::Kafka { context, detail } => write!(f, "{context} failed: {detail}"),
+            Error::Security(msg) => write!(f, "{msg}"),
             Error::FailedMessages(msg) => write!(f, "{msg}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Aborted(msg) => write!(f, "{msg}"),
@@ -184,6 +220,7 @@ mod tests {
             ),
             (Error::kafka("fetching", "boom"), 5),
             (Error::FailedMessages("1 failed".into()), 6),
+            (Error::Security("authentication failed".into()), 7),
             (Error::Aborted("second signal".into()), 130),
             (Error::Internal("task panicked".into()), 1),
         ];

@@ -22,7 +22,7 @@ use rskafka::record::Record;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::cluster::{self, short};
+use crate::cluster::{self, ClusterConfig, short};
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
 
@@ -187,9 +187,13 @@ const QUEUE_PER_PARTITION: usize = 8192;
 
 impl Producer {
     /// Looks up the topic's partitions and starts one sender task per partition.
-    pub async fn new(client: &Client, cfg: ProducerConfig) -> Result<Self> {
+    pub async fn new(
+        client: &Client,
+        cluster: &ClusterConfig,
+        cfg: ProducerConfig,
+    ) -> Result<Self> {
         let compression = cfg.compression.to_rskafka()?;
-        let partitions = cluster::topic_partitions(client, &cfg.topic).await?;
+        let partitions = cluster::topic_partitions(cluster, &cfg.topic).await?;
         if let Some(p) = cfg.partition
             && !partitions.contains(&p)
         {

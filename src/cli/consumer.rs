@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::cluster::{self, ClusterConfig};
+use crate::config::{CommandLine, PropertyArgs, SecurityArgs};
 use crate::consumer::{self, ConsumerConfig, Partitions, StartAt};
 use crate::dlq::DeadLetterQueue;
 use crate::error::{Error, Result};
@@ -126,6 +127,10 @@ pub struct ConsumerArgs {
     /// Seconds to wait for the broker before giving up.
     #[arg(long, default_value_t = 10, env = "KAFKA_CONNECT_TIMEOUT")]
     connect_timeout: u64,
+    #[command(flatten)]
+    security: SecurityArgs,
+    #[command(flatten)]
+    properties: PropertyArgs,
     /// The command for --handler exec.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -206,51 +211,82 @@ struct Target {
 }
 
 /// Maps the positionals onto BROKER TOPIC [PARTITION] GROUP, leaving out
-/// those given as flags. One positional more than the flags leave open is
-/// the PARTITION (manual assignment); --partitions wins over it. Without
-/// either, the consumer joins the group.
-fn resolve_target(args: &ConsumerArgs) -> Result<Target> {
+/// the slots the user filled with a flag (`typed`). One positional more than
+/// the open slots is the PARTITION (manual assignment); --partitions wins
+/// over it. Without either, the consumer joins the group.
+///
+/// A BROKER or GROUP that came from `-X`, a config file or the environment
+/// (`bootstrap.servers`, `group.id`, KAFKA_BROKERS) is a fallback: the
+/// positionals may give it or leave it out. The reading that fits is chosen
+/// by shape (a broker list has a `:`, a topic name never does, a partition
+/// is a number or list), trying "positionals give every open slot" first.
+fn resolve_target(args: &ConsumerArgs, typed: &dyn Fn(&str) -> bool) -> Result<Target> {
     let usage = || {
         Error::Usage(
-            "wrong number of arguments; usage: consumer <BROKER> <TOPIC> [<PARTITION>] <GROUP> (BROKER, TOPIC and GROUP may be given as --brokers, --topic, --group)"
+            "wrong number of arguments; usage: consumer <BROKER> <TOPIC> [<PARTITION>] <GROUP> (BROKER, TOPIC and GROUP may be given as --brokers, --topic, --group, or bootstrap.servers and group.id in --config/-X)"
                 .into(),
         )
     };
-    let open = [&args.brokers, &args.topic, &args.group]
-        .iter()
-        .filter(|f| f.is_none())
-        .count();
+    let open_brokers = !(typed("brokers") || typed("bootstrap-server"));
+    let open_topic = !typed("topic");
+    let open_group = !typed("group");
     let p = &args.positional;
-    let with_partition = match p.len() {
-        n if n == open => false,
-        n if n == open + 1 => true,
-        _ => return Err(usage()),
-    };
-    let mut it = p.iter().cloned();
-    let brokers = args
-        .brokers
-        .clone()
-        .or_else(|| it.next())
-        .ok_or_else(usage)?;
-    let topic = args.topic.clone().or_else(|| it.next()).ok_or_else(usage)?;
-    let positional_partition = if with_partition { it.next() } else { None };
-    let group = args.group.clone().or_else(|| it.next()).ok_or_else(usage)?;
-    let partitions = match (&args.partitions, positional_partition) {
-        (Some(flag), _) => parse_partitions(flag)?,
-        (None, Some(pos)) => parse_partitions(&pos)?,
-        (None, None) => Partitions::Group,
-    };
-    Ok(Target {
-        brokers,
-        topic,
-        partitions,
-        group,
-    })
+    // Which fallback slots the positionals leave out: none first.
+    let drops: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
+    for (drop_brokers, drop_group) in drops {
+        if (drop_brokers && !(open_brokers && args.brokers.is_some()))
+            || (drop_group && !(open_group && args.group.is_some()))
+        {
+            continue;
+        }
+        let from_positional = [
+            open_brokers && !drop_brokers,
+            open_topic,
+            open_group && !drop_group,
+        ];
+        let slots = from_positional.iter().filter(|b| **b).count();
+        let with_partition = match p.len() {
+            n if n == slots => false,
+            n if n == slots + 1 => true,
+            _ => continue,
+        };
+        let mut it = p.iter().cloned();
+        let take = |it: &mut dyn Iterator<Item = String>, given: bool, flag: &Option<String>| {
+            if given { it.next() } else { flag.clone() }
+        };
+        let brokers = take(&mut it, from_positional[0], &args.brokers);
+        let topic = take(&mut it, from_positional[1], &args.topic);
+        let partition = if with_partition { it.next() } else { None };
+        let group = take(&mut it, from_positional[2], &args.group);
+        let (Some(brokers), Some(topic), Some(group)) = (brokers, topic, group) else {
+            continue;
+        };
+        let fits = (!from_positional[0] || brokers.contains(':'))
+            && (!from_positional[1] || !topic.contains(':'))
+            && partition
+                .as_deref()
+                .is_none_or(|s| parse_partitions(s).is_ok());
+        if !fits {
+            continue;
+        }
+        let partitions = match (&args.partitions, partition) {
+            (Some(flag), _) => parse_partitions(flag)?,
+            (None, Some(pos)) => parse_partitions(&pos)?,
+            (None, None) => Partitions::Group,
+        };
+        return Ok(Target {
+            brokers,
+            topic,
+            partitions,
+            group,
+        });
+    }
+    Err(usage())
 }
 
 /// Builds the run's configuration from the command line.
-fn config(args: &ConsumerArgs) -> Result<ConsumerConfig> {
-    let t = resolve_target(args)?;
+fn config(args: &ConsumerArgs, command_line: &CommandLine) -> Result<ConsumerConfig> {
+    let t = resolve_target(args, &|flag| command_line.typed(flag))?;
     if t.group.trim().is_empty() {
         return Err(Error::Usage(
             "the group id is empty: give a group name".into(),
@@ -267,6 +303,7 @@ fn config(args: &ConsumerArgs) -> Result<ConsumerConfig> {
             .client_id
             .clone()
             .unwrap_or_else(|| format!("mykafkams-consumer-{}", std::process::id())),
+        security: super::security(&args.security)?,
         ..ClusterConfig::new(cluster::parse_brokers(&t.brokers)?)
     };
     let mut cfg = ConsumerConfig::new(cluster, t.topic, t.partitions, t.group);
@@ -303,9 +340,9 @@ fn config(args: &ConsumerArgs) -> Result<ConsumerConfig> {
 
 /// Runs the consumer the command line describes, until the end of the log,
 /// a signal, or a failure; prints the summary line.
-pub async fn main(args: ConsumerArgs) -> Result<()> {
+pub async fn main(args: ConsumerArgs, command_line: CommandLine) -> Result<()> {
     let mut os_signals = super::Signals::install()?;
-    let cfg = config(&args)?;
+    let cfg = config(&args, &command_line)?;
     let exec = match (args.handler.as_str(), args.command.is_empty()) {
         ("exec", true) => {
             return Err(Error::Usage(
@@ -325,7 +362,8 @@ pub async fn main(args: ConsumerArgs) -> Result<()> {
         "skip" => FailurePolicy::Skip,
         dlq if dlq.starts_with("dlq:") && dlq.len() > 4 => {
             let client = cluster::connect(&cfg.cluster).await?;
-            std::sync::Arc::new(DeadLetterQueue::open(&client, &dlq[4..]).await?).policy()
+            std::sync::Arc::new(DeadLetterQueue::open(&client, &cfg.cluster, &dlq[4..]).await?)
+                .policy()
         }
         other => {
             return Err(Error::Usage(format!(
@@ -352,10 +390,10 @@ pub async fn main(args: ConsumerArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{CommandFactory, FromArgMatches};
 
     #[test]
     fn the_command_line_definition_is_consistent() {
-        use clap::CommandFactory;
         ConsumerArgs::command().debug_assert();
         let args = ConsumerArgs::try_parse_from(["consumer", "h:1", "t", "g"]).unwrap();
         assert_eq!(
@@ -390,7 +428,61 @@ mod tests {
     fn parse(v: &[&str]) -> Result<Target> {
         let mut argv = vec!["consumer"];
         argv.extend_from_slice(v);
-        resolve_target(&ConsumerArgs::try_parse_from(argv).unwrap())
+        let typed: Vec<String> = v
+            .iter()
+            .filter_map(|a| a.strip_prefix("--"))
+            .map(str::to_string)
+            .collect();
+        resolve_target(&ConsumerArgs::try_parse_from(argv).unwrap(), &|flag| {
+            typed.iter().any(|t| t == flag)
+        })
+    }
+
+    /// As `parse`, with BROKER and GROUP also set the way a config file does
+    /// (flags placed before the user's, not typed by the user).
+    fn parse_with_file(v: &[&str]) -> Result<Target> {
+        let mut argv = vec!["consumer", "--brokers=file:9092", "--group=file-group"];
+        argv.extend_from_slice(v);
+        let typed: Vec<String> = v
+            .iter()
+            .filter_map(|a| a.strip_prefix("--"))
+            .map(str::to_string)
+            .collect();
+        let args = ConsumerArgs::command()
+            .args_override_self(true)
+            .try_get_matches_from(argv)
+            .unwrap();
+        let args = ConsumerArgs::from_arg_matches(&args).unwrap();
+        resolve_target(&args, &|flag| typed.iter().any(|t| t == flag))
+    }
+
+    #[test]
+    fn brokers_and_group_from_a_config_file_fill_the_slots_positionals_leave_out() {
+        let g = Partitions::Group;
+        assert_eq!(
+            parse_with_file(&["t"]).unwrap(),
+            target("file:9092", "t", g.clone(), "file-group")
+        );
+        assert_eq!(
+            parse_with_file(&["t", "g"]).unwrap(),
+            target("file:9092", "t", g.clone(), "g")
+        );
+        assert_eq!(
+            parse_with_file(&["t", "0", "g"]).unwrap(),
+            target("file:9092", "t", Partitions::List(vec![0]), "g")
+        );
+        assert_eq!(
+            parse_with_file(&["h:1", "t"]).unwrap(),
+            target("h:1", "t", g.clone(), "file-group")
+        );
+        assert_eq!(
+            parse_with_file(&["h:1", "t", "g"]).unwrap(),
+            target("h:1", "t", g, "g")
+        );
+        assert_eq!(
+            parse_with_file(&["--brokers", "flag:1", "t", "g"]).unwrap(),
+            target("flag:1", "t", Partitions::Group, "g")
+        );
     }
 
     fn target(b: &str, t: &str, p: Partitions, g: &str) -> Target {
@@ -445,7 +537,12 @@ mod tests {
 
     #[test]
     fn too_few_or_too_many_positionals_are_usage_errors() {
-        for bad in [&["t", "g"][..], &["h:1", "t"], &["--group", "g", "h:1"]] {
+        for bad in [
+            &["t", "g"][..],
+            &["h:1", "t"],
+            &["--group", "g", "h:1"],
+            &["h:1", "h:2", "g"],
+        ] {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.exit_code(), crate::error::EXIT_USAGE, "{bad:?}");
             assert!(!e.to_string().contains('\n'));

@@ -6,7 +6,9 @@ pub mod producer;
 
 use std::future::Future;
 
+use crate::config::{CommandLine, SecurityArgs, Tool};
 use crate::error::{EXIT_OK, Error, Result};
+use crate::protocol::Security;
 
 /// Sends `tracing` output to stderr; the level comes from `RUST_LOG`
 /// (default: warnings, plus this crate's info lines). rskafka's own retry
@@ -96,12 +98,42 @@ impl Signals {
     }
 }
 
-/// Parses the command line. `--help` and `--version` print and exit 0; any
-/// other mistake prints one line (`error: ...` plus a pointer to `--help`) and
-/// exits with [`EXIT_USAGE`](crate::error::EXIT_USAGE), instead of clap's
-/// multi-line report.
+/// Parses the command line of `tool`: folds `--config FILE` and `-X
+/// key=value` into flags ([`crate::config::fold`]), prints its warnings, then
+/// lets clap parse the result with "a later flag overrides an earlier one".
+/// `--help` and `--version` print and exit 0; any mistake prints one line
+/// (`error: ...` plus a pointer to `--help`) and exits with
+/// [`EXIT_USAGE`](crate::error::EXIT_USAGE), instead of clap's multi-line report.
+pub fn parse_command_line<T: clap::Parser>(tool: Tool) -> (T, CommandLine) {
+    let command_line = match crate::config::fold(std::env::args_os().collect(), tool) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(e.exit_code());
+        }
+    };
+    for w in &command_line.warnings {
+        eprintln!("warning: {w}");
+    }
+    (parse_from(&command_line.argv), command_line)
+}
+
+/// Parses the process arguments as they are (no `--config`/`-X`), as
+/// [`parse_command_line`] does otherwise: for the demo.
 pub fn parse_args<T: clap::Parser>() -> T {
-    match T::try_parse() {
+    parse_from(&std::env::args_os().collect::<Vec<_>>())
+}
+
+/// clap with "a later flag overrides an earlier one", and its errors as one line.
+fn parse_from<T: clap::Parser>(argv: &[std::ffi::OsString]) -> T {
+    let bin = std::path::Path::new(argv.first().map_or("command".as_ref(), |a| a.as_os_str()))
+        .file_name()
+        .map_or_else(|| "command".into(), |n| n.to_string_lossy().into_owned());
+    let parsed = T::command()
+        .args_override_self(true)
+        .try_get_matches_from(argv)
+        .and_then(|m| T::from_arg_matches(&m));
+    match parsed {
         Ok(args) => args,
         Err(e) if !e.use_stderr() => {
             // --help / --version: clap's own output is what people expect.
@@ -126,14 +158,20 @@ pub fn parse_args<T: clap::Parser>() -> T {
                     .trim_start_matches("error: ")
                     .to_string(),
             };
-            let bin = std::env::args().next().unwrap_or_default();
-            let bin = std::path::Path::new(&bin)
-                .file_name()
-                .map_or_else(|| "command".into(), |n| n.to_string_lossy().into_owned());
             eprintln!("error: {first} (see {bin} --help)");
             std::process::exit(crate::error::EXIT_USAGE);
         }
     }
+}
+
+/// The security settings of the command line, with their warnings printed
+/// (settings the protocol leaves unused).
+pub fn security(args: &SecurityArgs) -> Result<Security> {
+    let (security, warnings) = args.resolve()?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(security)
 }
 
 /// Parses `key=value` (for `--header`).

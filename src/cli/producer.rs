@@ -10,6 +10,7 @@ use clap::Parser;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::cluster::{self, ClusterConfig};
+use crate::config::{PropertyArgs, SecurityArgs};
 use crate::error::{Error, Result};
 use crate::producer::{Compression, Producer, ProducerConfig};
 
@@ -61,6 +62,13 @@ pub struct ProducerArgs {
     /// Seconds to wait for the broker before giving up.
     #[arg(long, default_value_t = 10, env = "KAFKA_CONNECT_TIMEOUT")]
     connect_timeout: u64,
+    /// Client id shown in broker logs and quotas (default mykafkams-producer-PID).
+    #[arg(long, env = "KAFKA_CLIENT_ID")]
+    client_id: Option<String>,
+    #[command(flatten)]
+    security: SecurityArgs,
+    #[command(flatten)]
+    properties: PropertyArgs,
 }
 
 /// The positional arguments, resolved against --brokers.
@@ -102,6 +110,11 @@ pub async fn main(args: ProducerArgs) -> Result<()> {
     let target = resolve_positionals(&args)?;
     let cluster_cfg = ClusterConfig {
         connect_timeout: Duration::from_secs(args.connect_timeout),
+        client_id: args
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("mykafkams-producer-{}", std::process::id())),
+        security: super::security(&args.security)?,
         ..ClusterConfig::new(cluster::parse_brokers(&target.brokers)?)
     };
     // Open the input before touching the network: a typo in a path should not
@@ -118,6 +131,7 @@ pub async fn main(args: ProducerArgs) -> Result<()> {
     if args.create_topic
         && cluster::create_topic_if_missing(
             &client,
+            &cluster_cfg,
             &target.topic,
             args.partitions,
             args.replication_factor,
@@ -138,7 +152,7 @@ pub async fn main(args: ProducerArgs) -> Result<()> {
         headers: args.headers.clone(),
         ..ProducerConfig::new(target.topic.clone())
     };
-    let producer = Producer::new(&client, cfg).await?;
+    let producer = Producer::new(&client, &cluster_cfg, cfg).await?;
 
     let outcome = feed(
         &producer,

@@ -282,12 +282,13 @@ pub async fn run<H: Handler>(
             "a group member starts each assigned partition at the group's committed offset (else --reset): leave out --from, or give partitions for a manual assignment".into(),
         ));
     }
-    let client = cluster::connect(&cfg.cluster).await?;
+    // Reachable, and TLS and SASL work, before anything else starts.
+    cluster::preflight(&cfg.cluster).await?;
     let mut existing = HashMap::new();
     for topic in &cfg.topics {
         existing.insert(
             topic.clone(),
-            cluster::topic_partitions(&client, topic).await?,
+            cluster::topic_partitions(&cfg.cluster, topic).await?,
         );
     }
     let manual = match cfg.partitions {

@@ -174,6 +174,8 @@ pub enum GroupError {
         broker: String,
         /// Kafka's error.
         error: ResponseError,
+        /// The principal we most likely are, to name a missing ACL.
+        principal: String,
     },
     /// The broker rejected one partition (the first one found, if several).
     Partition {
@@ -187,6 +189,8 @@ pub enum GroupError {
         partition: i32,
         /// Kafka's error.
         error: ResponseError,
+        /// The principal we most likely are, to name a missing ACL.
+        principal: String,
     },
     /// The broker's answer is incomplete (e.g. a committed partition missing).
     InvalidResponse {
@@ -212,9 +216,6 @@ fn hint(error: &ResponseError) -> &'static str {
         | E::FencedInstanceId
         | E::StaleMemberEpoch => {
             "the group has active members or rebalanced; rejoin the group or use a group id nobody else uses"
-        }
-        E::GroupAuthorizationFailed | E::TopicAuthorizationFailed => {
-            "grant this client's principal access to the group and topic"
         }
         E::InvalidGroupId => "use a non-empty group id",
         E::OffsetMetadataTooLarge => "commit shorter metadata",
@@ -248,9 +249,20 @@ impl fmt::Display for GroupError {
             }
             Self::Group {
                 group,
+                error: ResponseError::GroupAuthorizationFailed,
+                principal,
+                op,
+                ..
+            } => write!(
+                f,
+                "{op} for group '{group}': not authorized (GROUP_AUTHORIZATION_FAILED): the ACL allowing {principal} READ on Group:{group} is missing (kafka-acls --add --allow-principal {principal} --operation Read --group {group})"
+            ),
+            Self::Group {
+                group,
                 op,
                 broker,
                 error,
+                ..
             } => write!(
                 f,
                 "{op} for group '{group}' rejected by broker {broker}: {error} ({})",
@@ -260,8 +272,20 @@ impl fmt::Display for GroupError {
                 group,
                 op,
                 topic,
+                error: ResponseError::TopicAuthorizationFailed,
+                principal,
+                ..
+            } => write!(
+                f,
+                "{op} for group '{group}': not authorized for topic '{topic}' (TOPIC_AUTHORIZATION_FAILED): the ACL allowing {principal} READ on Topic:{topic} is missing (kafka-acls --add --allow-principal {principal} --operation Read --topic {topic})"
+            ),
+            Self::Partition {
+                group,
+                op,
+                topic,
                 partition,
                 error,
+                ..
             } => write!(
                 f,
                 "{op} for group '{group}' failed for topic '{topic}' partition {partition}: {error} ({})",
@@ -297,6 +321,25 @@ impl GroupError {
             _ => None,
         }
     }
+
+    /// Whether the broker refused us: TLS or SASL failed, or an ACL is missing.
+    pub fn is_security(&self) -> bool {
+        matches!(
+            self.kafka_error(),
+            Some(
+                ResponseError::GroupAuthorizationFailed
+                    | ResponseError::TopicAuthorizationFailed
+                    | ResponseError::ClusterAuthorizationFailed
+                    | ResponseError::SaslAuthenticationFailed
+            )
+        ) || matches!(
+            self,
+            Self::Protocol {
+                source: ProtocolError::Security { .. },
+                ..
+            }
+        )
+    }
 }
 
 impl From<GroupError> for crate::error::Error {
@@ -309,6 +352,7 @@ impl From<GroupError> for crate::error::Error {
             GroupError::Unreachable {
                 brokers, detail, ..
             } => crate::error::Error::Unreachable { brokers, detail },
+            other if other.is_security() => crate::error::Error::Security(other.to_string()),
             other => crate::error::Error::Kafka {
                 context: "consumer group".to_string(),
                 detail: other.to_string(),
@@ -728,6 +772,7 @@ impl GroupClient {
                     op,
                     broker: conn.broker().to_string(),
                     error,
+                    principal: self.config.connection.security.principal_hint(),
                 }),
             });
         }
@@ -954,6 +999,7 @@ impl GroupClient {
                 op,
                 broker: conn.broker().to_string(),
                 error,
+                principal: self.config.connection.security.principal_hint(),
             }),
         })
     }
@@ -981,6 +1027,7 @@ impl GroupClient {
                 topic: topic.to_string(),
                 partition,
                 error,
+                principal: self.config.connection.security.principal_hint(),
             }),
         })
     }
@@ -1024,6 +1071,7 @@ mod tests {
             topic: "orders".into(),
             partition: 7,
             error: ResponseError::UnknownTopicOrPartition,
+            principal: "User:alice".into(),
         };
         let s = e.to_string();
         assert!(!s.contains('\n'), "{s}");

@@ -215,10 +215,9 @@ pub async fn produce_rounds(
     rounds: std::ops::Range<u64>,
     pause: Duration,
 ) -> u64 {
-    let client = cluster::connect(&ClusterConfig::new(vec![bootstrap()]))
-        .await
-        .unwrap();
-    let producer = Producer::new(&client, ProducerConfig::new(topic))
+    let cluster_cfg = ClusterConfig::new(vec![bootstrap()]);
+    let client = cluster::connect(&cluster_cfg).await.unwrap();
+    let producer = Producer::new(&client, &cluster_cfg, ProducerConfig::new(topic))
         .await
         .unwrap();
     for seq in rounds {

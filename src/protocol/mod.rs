@@ -12,13 +12,26 @@
 //! One [`Connection`] serves requests one at a time (a tokio mutex around the
 //! socket): Kafka answers requests on one connection in order, and the group
 //! APIs are low-volume, so pipelining is not worth its complexity here.
+//!
+//! Security lives below the framing: [`transport`] opens TCP or TLS
+//! ([`tls`] builds the rustls config), and after the ApiVersions handshake
+//! the connection authenticates with SASL ([`sasl`]) when the
+//! [`Security`] settings say so, re-authenticating before the broker's
+//! session lifetime runs out (KIP-368).
+
+pub mod sasl;
+pub mod security;
+pub mod tls;
+pub mod transport;
+
+pub use security::{Security, SecurityProtocol};
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
@@ -28,12 +41,14 @@ use kafka_protocol::messages::{
     JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListOffsetsRequest,
     ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
     OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
     SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Mutex;
+
+use transport::Stream;
 
 pub use kafka_protocol::protocol::VersionRange;
 
@@ -88,11 +103,23 @@ api_requests! {
     MetadataRequest => MetadataResponse, Metadata;
     FetchRequest => FetchResponse, Fetch;
     ListOffsetsRequest => ListOffsetsResponse, ListOffsets;
+    SaslHandshakeRequest => SaslHandshakeResponse, SaslHandshake;
+    SaslAuthenticateRequest => SaslAuthenticateResponse, SaslAuthenticate;
 }
+
+/// SaslHandshake v1: the mechanism's messages then travel in SaslAuthenticate
+/// frames (v0 sent them raw; re-authentication needs v1).
+const SASL_HANDSHAKE_VERSION: i16 = 1;
+/// SaslAuthenticate versions we speak (v1 adds the session lifetime).
+const SASL_AUTHENTICATE_VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
+/// Kafka's UNSUPPORTED_SASL_MECHANISM error code.
+const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+/// Kafka's ILLEGAL_SASL_STATE error code.
+const ILLEGAL_SASL_STATE: i16 = 34;
 
 /// Identity, timeouts and limits of one connection: every connection the
 /// crate opens is built from one of these, so settings that apply to every
-/// broker connection (client id now; TLS and SASL later) live here.
+/// broker connection (client id, TLS, SASL) live here.
 #[derive(Clone, Debug)]
 pub struct ConnectionConfig {
     /// Client id sent in every request header (default [`CLIENT_ID`]).
@@ -105,6 +132,8 @@ pub struct ConnectionConfig {
     /// corrupt stream (or a non-Kafka peer) and fails the request instead of
     /// allocating it.
     pub max_response_bytes: usize,
+    /// TLS and SASL for this connection.
+    pub security: Security,
 }
 
 impl Default for ConnectionConfig {
@@ -114,6 +143,7 @@ impl Default for ConnectionConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_response_bytes: 100 * 1024 * 1024,
+            security: Security::plaintext(),
         }
     }
 }
@@ -203,6 +233,15 @@ pub enum ProtocolError {
         /// Kafka error code.
         code: i16,
     },
+    /// TLS or SASL failed: an untrusted certificate, a wrong password, a
+    /// mechanism the broker does not enable, a TLS/plaintext mismatch.
+    /// Retrying cannot help; the settings must change.
+    Security {
+        /// The broker address.
+        broker: String,
+        /// What went wrong and what to change, one line, no secrets.
+        detail: String,
+    },
 }
 
 impl fmt::Display for ProtocolError {
@@ -272,6 +311,12 @@ impl fmt::Display for ProtocolError {
                 f,
                 "Kafka broker {broker} rejected the ApiVersions handshake with error code {code} (is this a Kafka broker?)"
             ),
+            Self::Security { broker, detail } => {
+                write!(
+                    f,
+                    "secure connection to Kafka broker {broker} failed: {detail}"
+                )
+            }
         }
     }
 }
@@ -307,8 +352,11 @@ struct Wire {
     /// `None` once a failure (or a dropped request future) left the stream
     /// mid-frame: a late response could otherwise be taken as the answer to
     /// the next request.
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     next_correlation_id: i32,
+    /// When SASL must run again on this connection (KIP-368): a little
+    /// before the session lifetime the broker gave at the last authentication.
+    reauthenticate_at: Option<Instant>,
 }
 
 /// One connection to one Kafka broker, with negotiated API versions.
@@ -341,24 +389,8 @@ impl Connection {
     /// within `config.connect_timeout + config.request_timeout` (per
     /// handshake attempt) otherwise.
     pub async fn connect(broker: &str, config: ConnectionConfig) -> Result<Self, ProtocolError> {
-        let stream =
-            match tokio::time::timeout(config.connect_timeout, TcpStream::connect(broker)).await {
-                Err(_) => {
-                    return Err(ProtocolError::ConnectTimeout {
-                        broker: broker.to_string(),
-                        after: config.connect_timeout,
-                    });
-                }
-                Ok(Err(source)) => {
-                    return Err(ProtocolError::Connect {
-                        broker: broker.to_string(),
-                        source,
-                    });
-                }
-                Ok(Ok(stream)) => stream,
-            };
-        // Group requests are tiny; don't let Nagle delay them.
-        let _ = stream.set_nodelay(true);
+        let tls = config.security.tls().cloned();
+        let stream = transport::open(broker, tls.as_ref(), config.connect_timeout).await?;
         let mut conn = Self {
             broker: broker.to_string(),
             config,
@@ -366,10 +398,159 @@ impl Connection {
             wire: Mutex::new(Wire {
                 stream: Some(stream),
                 next_correlation_id: 0,
+                reauthenticate_at: None,
             }),
         };
-        conn.broker_versions = conn.handshake().await?;
+        conn.broker_versions = match conn.handshake().await {
+            Ok(versions) => versions,
+            Err(e) => return Err(conn.explain_failed_hello(e)),
+        };
+        if conn.config.security.sasl().is_some() {
+            let mut wire = conn.wire.lock().await;
+            conn.authenticate(&mut wire).await?;
+        }
         Ok(conn)
+    }
+
+    /// A broker that hangs up on (or answers garbage to) our very first
+    /// request most likely expects another security protocol on this port;
+    /// say which setting to check.
+    fn explain_failed_hello(&self, e: ProtocolError) -> ProtocolError {
+        let tls = self.config.security.protocol().uses_tls();
+        match e {
+            // TLS 1.3 checks the client certificate after the handshake, so
+            // a refused (or missing) certificate arrives as an alert on the
+            // first read.
+            ProtocolError::Io { broker, source, .. }
+                if source
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+            {
+                let detail = tls::explain_handshake_error(transport::host_of(&broker), &source);
+                ProtocolError::Security { broker, detail }
+            }
+            ProtocolError::Io { broker, source, .. }
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                let detail = if tls {
+                    "the broker closed the connection right after the TLS handshake (is this port a Kafka listener?)"
+                } else {
+                    "the broker closed the connection at the first request: if this port is a TLS listener, set security.protocol=SSL or SASL_SSL"
+                };
+                ProtocolError::Security {
+                    broker,
+                    detail: detail.into(),
+                }
+            }
+            ProtocolError::Decode { broker, detail, .. } if detail.contains("TLS") => {
+                ProtocolError::Security { broker, detail }
+            }
+            other => other,
+        }
+    }
+
+    /// Runs SASL on `wire` (SaslHandshake v1, then SaslAuthenticate until the
+    /// mechanism is done) and schedules the re-authentication the broker's
+    /// session lifetime asks for. Used at connect and for KIP-368.
+    async fn authenticate(&self, wire: &mut Wire) -> Result<(), ProtocolError> {
+        let Some(sasl) = self.config.security.sasl() else {
+            return Ok(());
+        };
+        let security = |detail: String| ProtocolError::Security {
+            broker: self.broker.clone(),
+            detail,
+        };
+        let timeout = self.config.request_timeout;
+        let handshake = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str(sasl.mechanism.name()));
+        let answer = self
+            .request_on(wire, &handshake, SASL_HANDSHAKE_VERSION, timeout)
+            .await
+            .map_err(|e| match e {
+                ProtocolError::Io { broker, .. } => ProtocolError::Security {
+                    broker,
+                    detail: "the broker closed the connection at the SASL handshake: this port may not be a SASL listener (check security.protocol)".into(),
+                },
+                other => other,
+            })?;
+        match answer.error_code {
+            0 => {}
+            UNSUPPORTED_SASL_MECHANISM => {
+                let offered: Vec<String> =
+                    answer.mechanisms.iter().map(|m| m.to_string()).collect();
+                return Err(security(if offered.is_empty() {
+                    format!(
+                        "the listener does not accept SASL (no mechanism enabled): use security.protocol={} for this port, or the broker's SASL port",
+                        if self.config.security.protocol().uses_tls() {
+                            "SSL"
+                        } else {
+                            "PLAINTEXT"
+                        }
+                    )
+                } else {
+                    format!(
+                        "the broker does not enable SASL mechanism {} on this listener; it offers {}: set sasl.mechanism to one of them",
+                        sasl.mechanism,
+                        offered.join(", ")
+                    )
+                }));
+            }
+            ILLEGAL_SASL_STATE => {
+                return Err(security(
+                    "the broker did not expect SASL on this connection: this port may not be a SASL listener (check security.protocol)".into(),
+                ));
+            }
+            code => {
+                return Err(security(format!(
+                    "SaslHandshake failed with error code {code}"
+                )));
+            }
+        }
+        let version = self.negotiate(ApiKey::SaslAuthenticate, SASL_AUTHENTICATE_VERSIONS)?;
+        let mut session = sasl.start().map_err(security)?;
+        let mut received: Option<Bytes> = None;
+        let mut lifetime_ms = 0i64;
+        loop {
+            let step = session.step(received.as_deref()).map_err(security)?;
+            if let Some(bytes) = step.send {
+                let request =
+                    SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes));
+                let answer = self.request_on(wire, &request, version, timeout).await?;
+                if answer.error_code != 0 {
+                    let said = answer
+                        .error_message
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| format!("error code {}", answer.error_code));
+                    return Err(security(format!(
+                        "authentication as {} with {} failed: {} (check the user name and password or token: sasl.username/sasl.password, sasl.jaas.config or sasl.oauthbearer.token)",
+                        sasl.principal_hint()
+                            .unwrap_or_else(|| "the token's subject".into()),
+                        sasl.mechanism,
+                        said.trim()
+                    )));
+                }
+                lifetime_ms = answer.session_lifetime_ms;
+                received = Some(answer.auth_bytes);
+            }
+            if step.finished {
+                break;
+            }
+        }
+        // Java re-authenticates at 85-95 % of the lifetime; 85 % leaves room
+        // for a long-poll fetch that is in flight when the moment comes.
+        wire.reauthenticate_at = (lifetime_ms > 0)
+            .then(|| Instant::now() + Duration::from_millis(lifetime_ms as u64 * 85 / 100));
+        tracing::debug!(
+            broker = %self.broker,
+            mechanism = %sasl.mechanism,
+            session_lifetime_ms = lifetime_ms,
+            "SASL authentication complete"
+        );
+        Ok(())
     }
 
     /// The address this connection was opened to.
@@ -423,13 +604,37 @@ impl Connection {
         version: i16,
         timeout: Duration,
     ) -> Result<R::Response, ProtocolError> {
+        let mut wire = self.wire.lock().await;
+        if wire
+            .reauthenticate_at
+            .is_some_and(|at| Instant::now() >= at)
+        {
+            // KIP-368: a broker with connections.max.reauth.ms closes a
+            // connection whose session expired at its next request, so
+            // authenticate again first, on the same connection.
+            self.authenticate(&mut wire).await?;
+            tracing::debug!(broker = %self.broker, "re-authenticated (KIP-368)");
+        }
+        self.request_on(&mut wire, request, version, timeout).await
+    }
+
+    /// One typed request on an already locked wire.
+    async fn request_on<R: ApiRequest>(
+        &self,
+        wire: &mut Wire,
+        request: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response, ProtocolError> {
         let api = R::KEY;
         let mut body = self
-            .exchange(
-                api,
-                version,
-                R::header_version(version),
-                R::Response::header_version(version),
+            .exchange_on(
+                wire,
+                (api, version),
+                (
+                    R::header_version(version),
+                    R::Response::header_version(version),
+                ),
                 timeout,
                 |buf| request.encode(buf, version).map_err(|e| e.to_string()),
             )
@@ -467,12 +672,15 @@ impl Connection {
             let request = ApiVersionsRequest::default()
                 .with_client_software_name(StrBytes::from_static_str(CLIENT_ID))
                 .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+            let mut wire = self.wire.lock().await;
             let raw = self
-                .exchange(
-                    ApiKey::ApiVersions,
-                    version,
-                    ApiVersionsRequest::header_version(version),
-                    ApiVersionsResponse::header_version(version),
+                .exchange_on(
+                    &mut wire,
+                    (ApiKey::ApiVersions, version),
+                    (
+                        ApiVersionsRequest::header_version(version),
+                        ApiVersionsResponse::header_version(version),
+                    ),
                     self.config.request_timeout,
                     |buf| request.encode(buf, version).map_err(|e| e.to_string()),
                 )
@@ -546,16 +754,14 @@ impl Connection {
 
     /// Frames and sends one request, then reads its response frame and strips
     /// the response header. Returns the response body, undecoded.
-    async fn exchange(
+    async fn exchange_on(
         &self,
-        api: ApiKey,
-        version: i16,
-        request_header_version: i16,
-        response_header_version: i16,
+        wire: &mut Wire,
+        (api, version): (ApiKey, i16),
+        (request_header_version, response_header_version): (i16, i16),
         timeout: Duration,
         encode_body: impl FnOnce(&mut BytesMut) -> Result<(), String>,
     ) -> Result<Bytes, ProtocolError> {
-        let mut wire = self.wire.lock().await;
         let correlation_id = wire.next_correlation_id;
         wire.next_correlation_id = wire.next_correlation_id.wrapping_add(1);
 
@@ -663,13 +869,20 @@ enum RoundTripError {
 /// Writes `frame` and reads one length-prefixed response frame (without its
 /// length prefix).
 async fn round_trip(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     frame: &[u8],
     max_response_bytes: usize,
 ) -> Result<Bytes, RoundTripError> {
     stream.write_all(frame).await.map_err(RoundTripError::Io)?;
     stream.flush().await.map_err(RoundTripError::Io)?;
     let len = stream.read_i32().await.map_err(RoundTripError::Io)?;
+    // A TLS listener answers a plaintext request with a TLS alert record:
+    // content type 21, version 3.x. No Kafka frame is that long.
+    if let [0x15, 0x03, 0x00..=0x04, _] = len.to_be_bytes() {
+        return Err(RoundTripError::Frame(
+            "the broker answered with a TLS alert: this port speaks TLS, set security.protocol=SSL or SASL_SSL".into(),
+        ));
+    }
     let len = usize::try_from(len)
         .map_err(|_| RoundTripError::Frame(format!("negative response length {len}")))?;
     if len > max_response_bytes {
@@ -729,7 +942,7 @@ mod tests {
     }
     use bytes::Buf;
     use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     fn config() -> ConnectionConfig {
         ConnectionConfig {
