@@ -464,13 +464,18 @@ impl Connection {
             detail,
         };
         let timeout = self.config.request_timeout;
+        // A first authentication that the broker hangs up on means the port
+        // is no SASL listener; a re-authentication that fails so is only a
+        // lost connection (e.g. the session ran out during a long poll),
+        // which callers retry on a new one.
+        let first = wire.reauthenticate_at.is_none();
         let handshake = SaslHandshakeRequest::default()
             .with_mechanism(StrBytes::from_static_str(sasl.mechanism.name()));
         let answer = self
             .request_on(wire, &handshake, SASL_HANDSHAKE_VERSION, timeout)
             .await
             .map_err(|e| match e {
-                ProtocolError::Io { broker, .. } => ProtocolError::Security {
+                ProtocolError::Io { broker, .. } if first => ProtocolError::Security {
                     broker,
                     detail: "the broker closed the connection at the SASL handshake: this port may not be a SASL listener (check security.protocol)".into(),
                 },
