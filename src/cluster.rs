@@ -147,12 +147,14 @@ pub async fn preflight(cfg: &ClusterConfig) -> Result<()> {
 }
 
 async fn preflight_unbounded(cfg: &ClusterConfig) -> Result<()> {
-    let mut last = None;
+    // Why each bootstrap broker failed; hang-ups at set-up are security
+    // mismatches only if every broker hangs up (one may just be restarting).
+    let mut failures: Vec<WireError> = Vec::new();
     for addr in &cfg.brokers {
         let conn = match Connection::connect(addr, cfg.connection()).await {
             Ok(c) => c,
             Err(e) if e.is_transport() => {
-                last = Some(e.to_string());
+                failures.push(e);
                 continue;
             }
             Err(e) => return Err(Error::protocol("connecting to the cluster", e)),
@@ -161,22 +163,28 @@ async fn preflight_unbounded(cfg: &ClusterConfig) -> Result<()> {
             .negotiate(ApiKey::Metadata, METADATA_VERSIONS)
             .map_err(|e| Error::protocol("reading cluster metadata", e))?;
         let request = MetadataRequest::default().with_topics(Some(Vec::new()));
-        return match conn.send(&request, version).await {
-            Ok(_) => Ok(()),
+        match conn.send(&request, version).await {
+            Ok(_) => return Ok(()),
             // A SASL listener lets ApiVersions through unauthenticated, then
             // hangs up on the first real request.
             Err(WireError::Io { .. }) if cfg.security.sasl().is_none() => {
-                Err(Error::Security(format!(
-                    "Kafka broker {addr} closed the connection at the first request after the handshake: the listener probably requires SASL (set security.protocol=SASL_SSL or SASL_PLAINTEXT, and sasl.mechanism)"
-                )))
+                failures.push(WireError::ClosedEarly {
+                    broker: addr.clone(),
+                    hint: "at the first request after the handshake: the listener probably requires SASL (set security.protocol=SASL_SSL or SASL_PLAINTEXT, and sasl.mechanism)",
+                });
             }
-            Err(e) => Err(Error::protocol("reading cluster metadata", e)),
-        };
+            Err(e) if e.is_transport() => failures.push(e),
+            Err(e) => return Err(Error::protocol("reading cluster metadata", e)),
+        }
     }
-    match last {
-        Some(detail) => Err(Error::Unreachable {
+    let all_hung_up = failures
+        .iter()
+        .all(|f| matches!(f, WireError::ClosedEarly { .. }));
+    match failures.pop() {
+        Some(last) if all_hung_up => Err(Error::Security(last.to_string())),
+        Some(last) => Err(Error::Unreachable {
             brokers: cfg.brokers_display(),
-            detail,
+            detail: last.to_string(),
         }),
         None => Err(Error::Usage("no bootstrap broker given".into())),
     }

@@ -117,6 +117,10 @@ enum Attempt {
     OutOfRange(String),
     /// Permanent: give up with this reason.
     Fail(String),
+    /// The broker refused us (TLS or SASL): give up with [`Error::Security`].
+    Refused(String),
+    /// TOPIC_AUTHORIZATION_FAILED: give up naming the missing ACL.
+    Unauthorized,
 }
 
 impl PartitionFetcher {
@@ -204,6 +208,8 @@ impl PartitionFetcher {
                 Err(Attempt::Fail(reason) | Attempt::OutOfRange(reason)) => {
                     return Err(self.lookup_error(at, reason));
                 }
+                Err(Attempt::Refused(reason)) => return Err(Error::Security(reason)),
+                Err(Attempt::Unauthorized) => return Err(self.denied("Describe")),
             };
             self.leader = None;
             let now = Instant::now();
@@ -312,6 +318,8 @@ impl PartitionFetcher {
                     return Ok(Vec::new());
                 }
                 Err(Attempt::Fail(reason)) => return Err(self.error(reason)),
+                Err(Attempt::Refused(reason)) => return Err(Error::Security(reason)),
+                Err(Attempt::Unauthorized) => return Err(self.denied("Read")),
                 Err(Attempt::Retry(reason)) => reason,
             };
             self.leader = None;
@@ -323,6 +331,16 @@ impl PartitionFetcher {
             tokio::time::sleep(backoff.min(deadline - now)).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// The missing ACL that lets this client `operation` the topic.
+    fn denied(&self, operation: &str) -> Error {
+        Error::denied(
+            "TOPIC_AUTHORIZATION_FAILED",
+            &self.connection.security.principal_hint(),
+            operation,
+            &format!("Topic:{}", self.topic),
+        )
     }
 
     /// The one-line error of a failed fetch, naming partition and offset.
@@ -553,6 +571,7 @@ fn classify(e: ResponseError) -> Attempt {
         | E::UnknownTopicOrPartition
         | E::OffsetNotAvailable
         | E::UnknownServerError => Attempt::Retry(format!("{e:?} (code {})", e.code())),
+        E::TopicAuthorizationFailed => Attempt::Unauthorized,
         other => Attempt::Fail(format!("{other:?} (code {}): {other}", other.code())),
     }
 }
@@ -560,10 +579,10 @@ fn classify(e: ResponseError) -> Attempt {
 /// A transport failure is retried on a new connection; a protocol mismatch
 /// is not.
 fn protocol_failure(e: ProtocolError) -> Attempt {
-    if e.is_transport() {
-        Attempt::Retry(e.to_string())
-    } else {
-        Attempt::Fail(e.to_string())
+    match e {
+        e if e.is_transport() => Attempt::Retry(e.to_string()),
+        e @ ProtocolError::Security { .. } => Attempt::Refused(e.to_string()),
+        e => Attempt::Fail(e.to_string()),
     }
 }
 
@@ -585,12 +604,19 @@ mod tests {
             classify(ResponseError::OffsetOutOfRange),
             Attempt::OutOfRange(_)
         ));
-        match classify(ResponseError::TopicAuthorizationFailed) {
+        assert!(
+            matches!(
+                classify(ResponseError::TopicAuthorizationFailed),
+                Attempt::Unauthorized
+            ),
+            "authorization errors are permanent and named as such"
+        );
+        match classify(ResponseError::InvalidRequest) {
             Attempt::Fail(reason) => {
-                assert!(reason.contains("TopicAuthorizationFailed"), "{reason}");
+                assert!(reason.contains("InvalidRequest"), "{reason}");
                 assert!(!reason.contains('\n'), "{reason}");
             }
-            _ => panic!("authorization errors are permanent"),
+            _ => panic!("other errors are permanent"),
         }
     }
 }

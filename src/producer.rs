@@ -144,6 +144,9 @@ pub struct ProduceSummary {
     pub elapsed: Duration,
     /// The first error seen, if any.
     pub first_error: Option<String>,
+    /// The broker refused a write for lack of an ACL: the missing ACL, as
+    /// [`Error::Security`] text (the run should exit with its code).
+    pub denied: Option<String>,
 }
 
 impl ProduceSummary {
@@ -159,6 +162,7 @@ struct Counters {
     acknowledged: AtomicU64,
     failed: AtomicU64,
     first_error: parking_lot::Mutex<Option<String>>,
+    denied: parking_lot::Mutex<Option<String>>,
 }
 
 impl Counters {
@@ -227,6 +231,7 @@ impl Producer {
                 compression,
                 request_timeout: cfg.request_timeout,
                 counters: Arc::clone(&counters),
+                principal: cluster.security.principal_hint(),
             };
             tasks.push(tokio::spawn(batcher.run()));
         }
@@ -309,6 +314,7 @@ impl Producer {
             failed: c.failed.load(Ordering::Relaxed),
             elapsed: self.started.elapsed(),
             first_error: c.first_error.lock().clone(),
+            denied: c.denied.lock().clone(),
         }
     }
 }
@@ -322,6 +328,8 @@ struct Batcher {
     compression: RsCompression,
     request_timeout: Duration,
     counters: Arc<Counters>,
+    /// Who we are to the broker, to name a missing ACL.
+    principal: String,
 }
 
 impl Batcher {
@@ -359,7 +367,24 @@ impl Batcher {
             .await;
             let failure = match sent {
                 Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(short(&e)),
+                Ok(Err(e)) => {
+                    if cluster::is_protocol(
+                        &e,
+                        rskafka::client::error::ProtocolError::TopicAuthorizationFailed,
+                    ) {
+                        let denied = Error::denied(
+                            "TOPIC_AUTHORIZATION_FAILED",
+                            &self.principal,
+                            "Write",
+                            &format!("Topic:{}", self.client.topic()),
+                        );
+                        self.counters
+                            .denied
+                            .lock()
+                            .get_or_insert(denied.to_string());
+                    }
+                    Some(short(&e))
+                }
                 Err(_) => Some(format!(
                     "no acknowledgement within {:?}",
                     self.request_timeout

@@ -647,6 +647,7 @@ fn missing_acls_are_named() {
     produce_keyed(&as_refs(&admin), &topic, 1, 1, &[]);
 
     let mallory = sasl_ssl_props("PLAIN", "mallory", "mallory-secret");
+    let plaintext_addr = plaintext();
     let mut args = props_args(&mallory, &[]);
     args.extend([topic.clone(), "k".into()]);
     expect_failure(
@@ -658,6 +659,56 @@ fn missing_acls_are_named() {
             &format!("Topic:{topic}"),
         ],
     );
+
+    // With Describe on the topic (and Read on a group), mallory gets as far
+    // as producing and fetching: the refusals name Write and Read.
+    let group = unique("sec-acl-m");
+    for acl in [
+        vec!["--operation", "Describe", "--topic", &topic],
+        vec!["--operation", "Read", "--group", &group],
+    ] {
+        let mut args = vec![
+            "--bootstrap-server",
+            &plaintext_addr,
+            "--add",
+            "--allow-principal",
+            "User:mallory",
+        ];
+        args.extend(acl);
+        common::kafka_tool("acls", &args);
+    }
+    let mut args = props_args(&mallory, &[]);
+    args.extend([topic.clone(), "k".into()]);
+    expect_failure(
+        &args,
+        7,
+        &[
+            "TOPIC_AUTHORIZATION_FAILED",
+            "User:mallory WRITE",
+            &format!("Topic:{topic}"),
+        ],
+    );
+    let started = Instant::now();
+    let mut cmd = consumer();
+    cmd.args(props_args(&mallory, &[])).args([
+        "--topic",
+        &topic,
+        "--group",
+        &group,
+        "--partitions",
+        "all",
+        "--exit-at-end",
+    ]);
+    let out = run(cmd, b"", &[]);
+    let errors = error_lines(&out);
+    assert_eq!(out.status.code(), Some(7), "{errors:?}");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("User:mallory READ") && errors[0].contains(&format!("Topic:{topic}")),
+        "{}",
+        errors[0]
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
 
     // carol may read topics but not use a group.
     let carol = sasl_ssl_props("PLAIN", "carol", "carol-secret");
@@ -905,6 +956,62 @@ fn an_oauthbearer_token_file_is_read_again_when_the_token_expires() {
     assert!(
         !log.contains(&first) && !log.contains(&second),
         "a token was printed"
+    );
+}
+
+#[test]
+fn the_producer_outlives_its_sessions_and_writes_each_line_once() {
+    // rskafka's connections do not re-authenticate: when a 5 s session ends,
+    // the broker closes the connection at the next request, and the
+    // producer reconnects (authenticating again) and sends it there.
+    let props = sasl_plaintext_scram();
+    let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let topic = unique("sec-slow");
+    let mut cmd = producer();
+    cmd.args(x(&props))
+        .args([&topic, "k", "--create-topic", "--linger-ms", "0"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        // Seven lines over 14 s: more than two session lifetimes.
+        for i in 0..7 {
+            writeln!(stdin, "line{i}").unwrap();
+            stdin.flush().unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{:?}", error_lines(&out));
+    assert!(!log.contains("scram256-secret"), "the password was printed");
+    assert!(
+        log.contains("7 sent, 7 acknowledged, 0 failed"),
+        "{}",
+        log.lines().last().unwrap_or_default()
+    );
+
+    let mut read = consumer();
+    read.args(x(&props)).args([
+        "--topic",
+        &topic,
+        "--group",
+        &unique("sec-slow-g"),
+        "--partitions",
+        "all",
+        "--exit-at-end",
+    ]);
+    let out = run(read, b"", &[]);
+    assert!(out.status.success(), "{:?}", error_lines(&out));
+    let expected: String = (0..7).map(|i| format!("line{i}\n")).collect();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        expected,
+        "each line once, in order"
     );
 }
 

@@ -231,6 +231,10 @@ fn resolve_target(args: &ConsumerArgs, typed: &dyn Fn(&str) -> bool) -> Result<T
     let open_topic = !typed("topic");
     let open_group = !typed("group");
     let p = &args.positional;
+    // The first reading with the right count, in case none fits by shape:
+    // taking it lets the later checks say what is wrong (a broker without
+    // a port, say) instead of "wrong number of arguments".
+    let mut counted: Option<Target> = None;
     // Which fallback slots the positionals leave out: none first.
     let drops: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
     for (drop_brokers, drop_group) in drops {
@@ -261,27 +265,36 @@ fn resolve_target(args: &ConsumerArgs, typed: &dyn Fn(&str) -> bool) -> Result<T
         let (Some(brokers), Some(topic), Some(group)) = (brokers, topic, group) else {
             continue;
         };
-        let fits = (!from_positional[0] || brokers.contains(':'))
-            && (!from_positional[1] || !topic.contains(':'))
+        // A numeric GROUP while group.id is configured reads better as a
+        // partition: `consumer --config f orders 0` means partition 0.
+        let group_fallback = open_group && args.group.is_some();
+        let broker_misfit = from_positional[0] && !brokers.contains(':');
+        let topic_misfit = from_positional[1] && topic.contains(':');
+        let group_misfit = from_positional[2] && group_fallback && group.parse::<i32>().is_ok();
+        let fits = !broker_misfit
+            && !topic_misfit
+            && !group_misfit
             && partition
                 .as_deref()
                 .is_none_or(|s| parse_partitions(s).is_ok());
-        if !fits {
-            continue;
-        }
-        let partitions = match (&args.partitions, partition) {
+        let partitions = match (&args.partitions, &partition) {
             (Some(flag), _) => parse_partitions(flag)?,
-            (None, Some(pos)) => parse_partitions(&pos)?,
+            (None, Some(pos)) if fits => parse_partitions(pos)?,
+            (None, Some(pos)) => parse_partitions(pos).unwrap_or(Partitions::Group),
             (None, None) => Partitions::Group,
         };
-        return Ok(Target {
+        let target = Target {
             brokers,
             topic,
             partitions,
             group,
-        });
+        };
+        if fits {
+            return Ok(target);
+        }
+        counted.get_or_insert(target);
     }
-    Err(usage())
+    counted.ok_or_else(usage)
 }
 
 /// Builds the run's configuration from the command line.
@@ -483,6 +496,23 @@ mod tests {
             parse_with_file(&["--brokers", "flag:1", "t", "g"]).unwrap(),
             target("flag:1", "t", Partitions::Group, "g")
         );
+        assert_eq!(
+            parse_with_file(&["t", "0"]).unwrap(),
+            target("file:9092", "t", Partitions::List(vec![0]), "file-group"),
+            "a number after the topic is a partition when group.id is configured"
+        );
+    }
+
+    #[test]
+    fn a_broker_without_a_port_is_reported_as_such() {
+        let t = parse(&["kafka", "t", "g"]).unwrap();
+        assert_eq!(t.brokers, "kafka", "left for parse_brokers to explain");
+        assert!(
+            cluster::parse_brokers(&t.brokers)
+                .unwrap_err()
+                .to_string()
+                .contains("host:port")
+        );
     }
 
     fn target(b: &str, t: &str, p: Partitions, g: &str) -> Target {
@@ -537,12 +567,7 @@ mod tests {
 
     #[test]
     fn too_few_or_too_many_positionals_are_usage_errors() {
-        for bad in [
-            &["t", "g"][..],
-            &["h:1", "t"],
-            &["--group", "g", "h:1"],
-            &["h:1", "h:2", "g"],
-        ] {
+        for bad in [&["t", "g"][..], &["h:1", "t"], &["--group", "g", "h:1"]] {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.exit_code(), crate::error::EXIT_USAGE, "{bad:?}");
             assert!(!e.to_string().contains('\n'));

@@ -82,6 +82,8 @@ fn resolve_positionals(args: &ProducerArgs) -> Result<Target> {
     let p = &args.positional;
     let (brokers, topic, key) = match (p.len(), &args.brokers) {
         (3, _) => (p[0].clone(), p[1].clone(), Some(p[2].clone())),
+        // A topic name never has a ':'; a broker list always does.
+        (2, Some(_)) if p[0].contains(':') => (p[0].clone(), p[1].clone(), None),
         (2, Some(b)) => (b.clone(), p[0].clone(), Some(p[1].clone())),
         (2, None) => (p[0].clone(), p[1].clone(), None),
         (1, Some(b)) => (b.clone(), p[0].clone(), None),
@@ -172,6 +174,9 @@ pub async fn main(args: ProducerArgs) -> Result<()> {
         summary.elapsed.as_secs_f64(),
         summary.rate()
     );
+    if let Some(denied) = summary.denied {
+        return Err(Error::Security(denied));
+    }
     outcome?;
     if summary.failed > 0 || summary.acknowledged < summary.sent {
         return Err(Error::FailedMessages(format!(

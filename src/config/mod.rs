@@ -391,6 +391,28 @@ const SECRET_PROPERTIES: &[&str] = &[
     "ssl.keystore.password",
 ];
 
+/// The security properties read from the environment (lowest precedence),
+/// by variable. clap reads the other flags' variables itself.
+const ENVIRONMENT: &[(&str, &str)] = &[
+    ("KAFKA_SECURITY_PROTOCOL", "security.protocol"),
+    ("KAFKA_SASL_MECHANISM", "sasl.mechanism"),
+    ("KAFKA_SASL_USERNAME", "sasl.username"),
+    ("KAFKA_SASL_PASSWORD", "sasl.password"),
+    ("KAFKA_SASL_JAAS_CONFIG", "sasl.jaas.config"),
+    ("KAFKA_SASL_OAUTHBEARER_TOKEN", "sasl.oauthbearer.token"),
+    ("KAFKA_SSL_CA_LOCATION", "ssl.ca.location"),
+    ("KAFKA_SSL_CERTIFICATE_LOCATION", "ssl.certificate.location"),
+    ("KAFKA_SSL_KEY_LOCATION", "ssl.key.location"),
+    ("KAFKA_SSL_KEY_PASSWORD", "ssl.key.password"),
+];
+
+/// A JAAS line carries a user name and a password too: `sasl.username` and
+/// `sasl.password` set at a lower layer than it (flag > -X > file >
+/// environment) give way to it, so the environment's user name is never
+/// paired with a config file's JAAS password. At the same or a higher
+/// layer they win over the line, as in librdkafka.
+const JAAS_SHADOWS: &[&str] = &["sasl.username", "sasl.password"];
+
 /// The flags that carry secrets (the same list, as flags).
 const SECRET_FLAGS: &[&str] = &[
     "--sasl-password",
@@ -399,8 +421,8 @@ const SECRET_FLAGS: &[&str] = &[
     "--ssl-key-password",
 ];
 
-/// The command line after `--config` and `-X` are folded in.
-#[derive(Debug)]
+/// The command line after `--config` and `-X` are folded in. `Debug`
+/// shows no argument values: they may be secrets.
 pub struct CommandLine {
     /// The arguments for clap: the program name, the flags from the config
     /// file, the flags from `-X`, then the user's own arguments.
@@ -412,6 +434,15 @@ pub struct CommandLine {
     pub warnings: Vec<String>,
 }
 
+impl std::fmt::Debug for CommandLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandLine")
+            .field("arguments", &self.argv.len())
+            .field("typed", &self.typed)
+            .finish_non_exhaustive()
+    }
+}
+
 impl CommandLine {
     /// Whether the user typed `--long` (or one of its aliases) themselves.
     pub fn typed(&self, long: &str) -> bool {
@@ -420,10 +451,20 @@ impl CommandLine {
 }
 
 /// Folds `--config FILE` and every `-X key=value` of `raw` (the process
-/// arguments, program name first) into flags, as the module doc describes.
-/// Errors are [`Error::Usage`] and never contain a property's value.
+/// arguments, program name first), and the security variables of the
+/// environment, into flags, as the module doc describes. Errors are
+/// [`Error::Usage`] and never contain a property's value.
 pub fn fold(raw: Vec<OsString>, tool: Tool) -> Result<CommandLine> {
-    let mut raw = raw.into_iter().peekable();
+    fold_with_env(raw, tool, &|name| std::env::var(name).ok())
+}
+
+/// [`fold`] with the environment given as a lookup (for tests).
+pub fn fold_with_env(
+    raw: Vec<OsString>,
+    tool: Tool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<CommandLine> {
+    let mut raw = raw.into_iter();
     let program = raw.next().unwrap_or_else(|| OsString::from("mykafkams"));
     let mut files = Vec::new();
     let mut settings = Vec::new(); // (key, value) from -X, in order
@@ -458,10 +499,10 @@ pub fn fold(raw: Vec<OsString>, tool: Tool) -> Result<CommandLine> {
             let inline = text.strip_prefix("-X").filter(|s| !s.is_empty());
             let kv = value_of(inline.map(|s| s.strip_prefix('=').unwrap_or(s)), "-X")?;
             let Some((k, v)) = kv.split_once('=') else {
-                return Err(Error::Usage(format!(
-                    "-X {} is not key=value",
-                    kv.split('=').next().unwrap_or_default()
-                )));
+                // Not echoed: `-X sasl.password:...` would print the password.
+                return Err(Error::Usage(
+                    "an -X argument is not key=value (it has no '='): write -X key=value".into(),
+                ));
             };
             let key = k.trim().to_string();
             if SECRET_PROPERTIES.contains(&key.as_str()) && !is_reference(v) {
@@ -470,27 +511,41 @@ pub fn fold(raw: Vec<OsString>, tool: Tool) -> Result<CommandLine> {
                 ));
             }
             settings.push((key, v.to_string()));
-        } else {
-            if let Some(long) = text.strip_prefix("--") {
-                let (name, inline) = match long.split_once('=') {
-                    Some((n, v)) => (n, Some(v)),
-                    None => (long, None),
-                };
-                if SECRET_FLAGS.contains(&text.split('=').next().unwrap_or_default()) {
-                    let value = inline.or_else(|| raw.peek().and_then(|v| v.to_str()));
-                    let literal = value.is_none_or(|v| !is_reference(v));
-                    if literal {
-                        warnings.push(format!(
-                            "--{name} puts a secret in the process list (visible to other users): use a config file, an environment variable, or ${{file:PATH}} / ${{env:NAME}}"
-                        ));
-                    }
-                }
-                typed.push(name.to_string());
+        } else if let Some(long) = text.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => (long.to_string(), None),
+            };
+            typed.push(name.clone());
+            if !SECRET_FLAGS.contains(&format!("--{name}").as_str()) {
+                rest.push(arg);
+                continue;
             }
+            // A secret flag goes to clap as one `--flag=value` argument, so a
+            // secret never stands alone (one starting with '-' would be
+            // reported, and echoed, as an unexpected argument).
+            let value = match inline {
+                Some(v) => v,
+                None => value_of(None, &format!("--{name}"))?,
+            };
+            if !is_reference(&value) {
+                warnings.push(format!(
+                    "--{name} puts a secret in the process list (visible to other users): use a config file, an environment variable, or ${{file:PATH}} / ${{env:NAME}}"
+                ));
+            }
+            rest.push(OsString::from(format!("--{name}={value}")));
+        } else {
             rest.push(arg);
         }
     }
-    let mut flags = Vec::new();
+    // Every property with its layer (0 environment, 1 file, 2 -X), in
+    // precedence order.
+    let mut layered: Vec<(u8, String, String, String)> = Vec::new();
+    for (var, key) in ENVIRONMENT {
+        if let Some(value) = env(var) {
+            layered.push((0, key.to_string(), value, var.to_string()));
+        }
+    }
     for file in &files {
         let path = Path::new(file);
         let text = std::fs::read_to_string(path)
@@ -499,17 +554,30 @@ pub fn fold(raw: Vec<OsString>, tool: Tool) -> Result<CommandLine> {
             .map_err(|e| Error::Usage(format!("config file {file}: {e}")))?;
         for entry in entries {
             let origin = format!("{file}:{}", entry.line);
-            flags.extend(to_flags(
-                &entry.key,
-                &entry.value,
-                tool,
-                &origin,
-                &mut warnings,
-            )?);
+            layered.push((1, entry.key, entry.value, origin));
         }
     }
-    for (key, value) in &settings {
-        flags.extend(to_flags(key, value, tool, "-X", &mut warnings)?);
+    for (key, value) in settings {
+        layered.push((2, key, value, "-X".to_string()));
+    }
+    let jaas_layer = if typed.iter().any(|t| t == "sasl-jaas-config") {
+        Some(3)
+    } else {
+        layered
+            .iter()
+            .filter(|(_, key, _, _)| key == "sasl.jaas.config")
+            .map(|(layer, ..)| *layer)
+            .max()
+    };
+    let mut flags = Vec::new();
+    for (layer, key, value, origin) in &layered {
+        if JAAS_SHADOWS.contains(&key.as_str()) && Some(*layer) < jaas_layer {
+            tracing::debug!(
+                "{key} ({origin}) gives way to a sasl.jaas.config of higher precedence"
+            );
+            continue;
+        }
+        flags.extend(to_flags(key, value, tool, origin, &mut warnings)?);
     }
     let mut argv = vec![program];
     argv.extend(flags.into_iter().map(OsString::from));
@@ -535,6 +603,18 @@ fn to_flags(
     warnings: &mut Vec<String>,
 ) -> Result<Vec<String>> {
     let Some((_, meaning)) = PROPERTIES.iter().find(|(name, _)| *name == key) else {
+        // A line without a separator (a token pasted in, a secret file given
+        // to --config) becomes a key: echo only what looks like a name.
+        let looks_like_a_name = key.len() <= 64
+            && key.contains('.')
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+        if !looks_like_a_name {
+            return Err(Error::Usage(format!(
+                "{origin}: not a property name (not shown, in case it is a secret): write key=value with a Kafka property name"
+            )));
+        }
         let hint = suggest::closest(key, PROPERTIES.iter().map(|(n, _)| *n))
             .map(|n| format!(": did you mean '{n}'?"))
             .unwrap_or_else(|| ": see the README's property table".into());
@@ -587,7 +667,7 @@ mod tests {
     fn fold_args(args: &[&str], tool: Tool) -> Result<CommandLine> {
         let mut raw = vec![OsString::from("consumer")];
         raw.extend(args.iter().map(OsString::from));
-        fold(raw, tool)
+        fold_with_env(raw, tool, &|_| None)
     }
 
     fn strings(cl: &CommandLine) -> Vec<String> {
@@ -726,6 +806,71 @@ mod tests {
         assert!(err.to_string().contains("HUNTER2-SECRET"), "{err}");
         let err = fold_args(&["-X", "nosuch=hunter2-secret"], Tool::Consumer).unwrap_err();
         assert!(!err.to_string().contains("hunter2-secret"), "{err}");
+    }
+
+    #[test]
+    fn a_jaas_line_shadows_user_and_password_of_lower_layers_only() {
+        let file = temp_properties(
+            "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"alice\" password=\"pw\";\n",
+        );
+        let env = |name: &str| match name {
+            "KAFKA_SASL_USERNAME" => Some("bob".to_string()),
+            "KAFKA_SECURITY_PROTOCOL" => Some("SASL_SSL".to_string()),
+            _ => None,
+        };
+        let raw = ["consumer", "--config", &file].map(OsString::from).to_vec();
+        let cl = fold_with_env(raw, Tool::Consumer, &env).unwrap();
+        let args = strings(&cl);
+        assert!(
+            args.contains(&"--security-protocol=SASL_SSL".to_string()),
+            "{args:?}"
+        );
+        assert!(
+            !args.iter().any(|a| a.starts_with("--sasl-username")),
+            "the file's JAAS line wins over the environment's user name: {args:?}"
+        );
+        // Without the file, the environment's credentials are used.
+        let cl = fold_with_env(vec![OsString::from("consumer")], Tool::Consumer, &env).unwrap();
+        assert!(strings(&cl).contains(&"--sasl-username=bob".to_string()));
+        // A typed user name stays (and wins over the line); without a JAAS
+        // line, -X and the environment combine as usual.
+        let raw = ["consumer", "--config", &file, "--sasl-username", "carol"]
+            .map(OsString::from)
+            .to_vec();
+        let cl = fold_with_env(raw, Tool::Consumer, &env).unwrap();
+        assert!(strings(&cl).contains(&"--sasl-username".to_string()));
+        let env_pw = |name: &str| (name == "KAFKA_SASL_PASSWORD").then(|| "pw".to_string());
+        let raw = ["consumer", "-X", "sasl.username=alice"]
+            .map(OsString::from)
+            .to_vec();
+        let cl = fold_with_env(raw, Tool::Consumer, &env_pw).unwrap();
+        assert_eq!(
+            strings(&cl)[1..],
+            ["--sasl-password=pw", "--sasl-username=alice"]
+        );
+    }
+
+    #[test]
+    fn a_secret_flag_keeps_its_value_even_when_it_starts_with_a_dash() {
+        let cl = fold_args(
+            &["--sasl-password", "--hunter2-secret", "t", "g"],
+            Tool::Consumer,
+        )
+        .unwrap();
+        assert_eq!(
+            strings(&cl),
+            vec!["consumer", "--sasl-password=--hunter2-secret", "t", "g"]
+        );
+    }
+
+    #[test]
+    fn malformed_input_is_not_echoed() {
+        let err = fold_args(&["-X", "sasl.password:hunter2-secret"], Tool::Consumer).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let file = temp_properties("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.hunter2-secret\n");
+        let err = fold_args(&["--config", &file], Tool::Consumer).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains(":1"), "names the line: {err}");
     }
 
     #[test]

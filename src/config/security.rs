@@ -22,75 +22,53 @@ fn secret(s: &str) -> std::result::Result<Secret, String> {
 }
 
 /// TLS and SASL settings (properties `security.protocol`, `sasl.*`, `ssl.*`).
+///
+/// Their environment variables (`KAFKA_SECURITY_PROTOCOL`, ...) are read by
+/// [`fold`](super::fold), not by clap: the SASL credentials are one setting
+/// there (a JAAS line in a file must not be paired with a user name from the
+/// environment), which needs to see every layer at once.
 #[derive(clap::Args, Clone, Debug, Default)]
+#[command(
+    next_help_heading = "Security (property name in brackets; environment variable KAFKA_ + the name in capitals with _ for .)"
+)]
 pub struct SecurityArgs {
-    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [property security.protocol].
-    #[arg(
-        long,
-        env = "KAFKA_SECURITY_PROTOCOL",
-        value_name = "PROTOCOL",
-        help_heading = "Security"
-    )]
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [security.protocol].
+    #[arg(long, value_name = "PROTOCOL")]
     pub security_protocol: Option<String>,
     /// PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER [sasl.mechanism].
-    #[arg(
-        long,
-        env = "KAFKA_SASL_MECHANISM",
-        value_name = "MECHANISM",
-        help_heading = "Security"
-    )]
+    #[arg(long, value_name = "MECHANISM")]
     pub sasl_mechanism: Option<String>,
     /// SASL user name [sasl.username].
-    #[arg(
-        long,
-        env = "KAFKA_SASL_USERNAME",
-        value_name = "USER",
-        help_heading = "Security"
-    )]
+    #[arg(long, value_name = "USER")]
     pub sasl_username: Option<String>,
     /// SASL password [sasl.password]; on the command line it is visible to
     /// other users, so prefer KAFKA_SASL_PASSWORD, --config, or ${file:PATH}.
-    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true, value_parser = secret, value_name = "PASSWORD", help_heading = "Security")]
+    #[arg(long, value_parser = secret, value_name = "PASSWORD")]
     pub sasl_password: Option<Secret>,
     /// Java JAAS line with username/password, or OAuthBearerLoginModule's
     /// unsecuredLoginStringClaim_sub [sasl.jaas.config].
-    #[arg(long, env = "KAFKA_SASL_JAAS_CONFIG", hide_env_values = true, value_parser = secret, value_name = "JAAS", help_heading = "Security")]
+    #[arg(long, value_parser = secret, value_name = "JAAS")]
     pub sasl_jaas_config: Option<Secret>,
     /// OAUTHBEARER token (a JWT), best as ${file:PATH} or ${env:NAME}: read
     /// again at every (re-)authentication [sasl.oauthbearer.token].
-    #[arg(long, env = "KAFKA_SASL_OAUTHBEARER_TOKEN", hide_env_values = true, value_parser = secret, value_name = "TOKEN", help_heading = "Security")]
+    #[arg(long, value_parser = secret, value_name = "TOKEN")]
     pub sasl_oauthbearer_token: Option<Secret>,
     /// PEM file of the CA(s) to trust; default: the system store [ssl.ca.location].
-    #[arg(
-        long,
-        env = "KAFKA_SSL_CA_LOCATION",
-        value_name = "PEM",
-        help_heading = "Security"
-    )]
+    #[arg(long, value_name = "PEM")]
     pub ssl_ca_location: Option<PathBuf>,
     /// PEM client certificate, for mutual TLS [ssl.certificate.location].
-    #[arg(
-        long,
-        env = "KAFKA_SSL_CERTIFICATE_LOCATION",
-        value_name = "PEM",
-        help_heading = "Security"
-    )]
+    #[arg(long, value_name = "PEM")]
     pub ssl_certificate_location: Option<PathBuf>,
     /// PEM client key (PKCS#8, PKCS#1 or SEC1; encrypted PKCS#8 with
     /// --ssl-key-password) [ssl.key.location].
-    #[arg(
-        long,
-        env = "KAFKA_SSL_KEY_LOCATION",
-        value_name = "PEM",
-        help_heading = "Security"
-    )]
+    #[arg(long, value_name = "PEM")]
     pub ssl_key_location: Option<PathBuf>,
     /// Password of an encrypted client key [ssl.key.password].
-    #[arg(long, env = "KAFKA_SSL_KEY_PASSWORD", hide_env_values = true, value_parser = secret, value_name = "PASSWORD", help_heading = "Security")]
+    #[arg(long, value_parser = secret, value_name = "PASSWORD")]
     pub ssl_key_password: Option<Secret>,
     /// `https` (default) checks the broker's host name; empty turns only
     /// that check off, as in Java [ssl.endpoint.identification.algorithm].
-    #[arg(long, value_name = "ALGORITHM", help_heading = "Security")]
+    #[arg(long, value_name = "ALGORITHM")]
     pub ssl_endpoint_identification_algorithm: Option<String>,
 }
 
@@ -183,8 +161,8 @@ impl SecurityArgs {
                     .reveal()
                     .map_err(|e| Error::Usage(format!("sasl.jaas.config: {e}")))?;
                 Some(
-                    JaasConfig::parse(&text)
-                        .map_err(|e| Error::Usage(format!("sasl.jaas.config: {e}")))?,
+                    // Its errors already start with "sasl.jaas.config: ".
+                    JaasConfig::parse(&text).map_err(Error::Usage)?,
                 )
             }
             None => None,

@@ -233,9 +233,20 @@ pub enum ProtocolError {
         /// Kafka error code.
         code: i16,
     },
+    /// The broker hung up while the connection was being set up (TLS
+    /// handshake, first request, SASL handshake). Usually the port speaks
+    /// another security protocol, but a restarting broker or a connection
+    /// limit look the same, so this is retried like any lost connection;
+    /// `hint` says which setting to check if it persists.
+    ClosedEarly {
+        /// The broker address.
+        broker: String,
+        /// Where it hung up and what to check, one line.
+        hint: &'static str,
+    },
     /// TLS or SASL failed: an untrusted certificate, a wrong password, a
-    /// mechanism the broker does not enable, a TLS/plaintext mismatch.
-    /// Retrying cannot help; the settings must change.
+    /// mechanism the broker does not enable, a TLS alert in answer to a
+    /// plaintext request. Retrying cannot help; the settings must change.
     Security {
         /// The broker address.
         broker: String,
@@ -311,6 +322,9 @@ impl fmt::Display for ProtocolError {
                 f,
                 "Kafka broker {broker} rejected the ApiVersions handshake with error code {code} (is this a Kafka broker?)"
             ),
+            Self::ClosedEarly { broker, hint } => {
+                write!(f, "Kafka broker {broker} closed the connection {hint}")
+            }
             Self::Security { broker, detail } => {
                 write!(
                     f,
@@ -342,6 +356,7 @@ impl ProtocolError {
                 | Self::Io { .. }
                 | Self::Timeout { .. }
                 | Self::Broken { .. }
+                | Self::ClosedEarly { .. }
         )
     }
 }
@@ -407,7 +422,8 @@ impl Connection {
         };
         if conn.config.security.sasl().is_some() {
             let mut wire = conn.wire.lock().await;
-            conn.authenticate(&mut wire).await?;
+            conn.authenticate(&mut wire, conn.config.request_timeout)
+                .await?;
         }
         Ok(conn)
     }
@@ -435,15 +451,12 @@ impl Connection {
                     io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
                 ) =>
             {
-                let detail = if tls {
-                    "the broker closed the connection right after the TLS handshake (is this port a Kafka listener?)"
+                let hint = if tls {
+                    "right after the TLS handshake (is this port a Kafka listener?)"
                 } else {
-                    "the broker closed the connection at the first request: if this port is a TLS listener, set security.protocol=SSL or SASL_SSL"
+                    "at the first request: if this port is a TLS listener, set security.protocol=SSL or SASL_SSL"
                 };
-                ProtocolError::Security {
-                    broker,
-                    detail: detail.into(),
-                }
+                ProtocolError::ClosedEarly { broker, hint }
             }
             ProtocolError::Decode { broker, detail, .. } if detail.contains("TLS") => {
                 ProtocolError::Security { broker, detail }
@@ -455,7 +468,7 @@ impl Connection {
     /// Runs SASL on `wire` (SaslHandshake v1, then SaslAuthenticate until the
     /// mechanism is done) and schedules the re-authentication the broker's
     /// session lifetime asks for. Used at connect and for KIP-368.
-    async fn authenticate(&self, wire: &mut Wire) -> Result<(), ProtocolError> {
+    async fn authenticate(&self, wire: &mut Wire, timeout: Duration) -> Result<(), ProtocolError> {
         let Some(sasl) = self.config.security.sasl() else {
             return Ok(());
         };
@@ -463,7 +476,6 @@ impl Connection {
             broker: self.broker.clone(),
             detail,
         };
-        let timeout = self.config.request_timeout;
         // A first authentication that the broker hangs up on means the port
         // is no SASL listener; a re-authentication that fails so is only a
         // lost connection (e.g. the session ran out during a long poll),
@@ -475,9 +487,9 @@ impl Connection {
             .request_on(wire, &handshake, SASL_HANDSHAKE_VERSION, timeout)
             .await
             .map_err(|e| match e {
-                ProtocolError::Io { broker, .. } if first => ProtocolError::Security {
+                ProtocolError::Io { broker, .. } if first => ProtocolError::ClosedEarly {
                     broker,
-                    detail: "the broker closed the connection at the SASL handshake: this port may not be a SASL listener (check security.protocol)".into(),
+                    hint: "at the SASL handshake: this port may not be a SASL listener (check security.protocol)",
                 },
                 other => other,
             })?;
@@ -547,8 +559,9 @@ impl Connection {
         }
         // Java re-authenticates at 85-95 % of the lifetime; 85 % leaves room
         // for a long-poll fetch that is in flight when the moment comes.
-        wire.reauthenticate_at = (lifetime_ms > 0)
-            .then(|| Instant::now() + Duration::from_millis(lifetime_ms as u64 * 85 / 100));
+        wire.reauthenticate_at = (lifetime_ms > 0).then(|| {
+            Instant::now() + Duration::from_millis((lifetime_ms as u64).saturating_mul(85) / 100)
+        });
         tracing::debug!(
             broker = %self.broker,
             mechanism = %sasl.mechanism,
@@ -617,7 +630,8 @@ impl Connection {
             // KIP-368: a broker with connections.max.reauth.ms closes a
             // connection whose session expired at its next request, so
             // authenticate again first, on the same connection.
-            self.authenticate(&mut wire).await?;
+            self.authenticate(&mut wire, timeout.min(self.config.request_timeout))
+                .await?;
             tracing::debug!(broker = %self.broker, "re-authenticated (KIP-368)");
         }
         self.request_on(&mut wire, request, version, timeout).await
@@ -1270,5 +1284,33 @@ mod tests {
         let err = Connection::connect(&addr, config()).await.unwrap_err();
         assert!(matches!(err, ProtocolError::Connect { .. }), "{err}");
         assert!(err.to_string().contains(&addr), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_hang_up_at_the_first_request_is_retried_with_a_hint() {
+        // A TLS listener, a connection limit or a restarting broker: all
+        // hang up on the first request. Callers must retry it as a lost
+        // connection, and the message says what to check if it persists.
+        let addr = fake_broker(|s| async move { drop(s) }).await;
+        let err = Connection::connect(&addr, config()).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::ClosedEarly { .. }), "{err}");
+        assert!(err.is_transport(), "retried like a lost connection");
+        assert!(err.to_string().contains("security.protocol=SSL"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_tls_alert_in_answer_to_plaintext_is_a_security_error() {
+        let addr = fake_broker(|mut s| async move {
+            let _ = read_request(&mut s).await;
+            // A TLS alert record: content type 21, TLS 1.2, length 2.
+            s.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46])
+                .await
+                .unwrap();
+        })
+        .await;
+        let err = Connection::connect(&addr, config()).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::Security { .. }), "{err}");
+        assert!(!err.is_transport(), "retrying cannot help");
+        assert!(err.to_string().contains("SASL_SSL"), "{err}");
     }
 }

@@ -338,20 +338,22 @@ pub fn explain_handshake_error(host: &str, err: &std::io::Error) -> String {
             }
             other => format!("the broker's certificate was rejected ({other:?}): check ssl.ca.location"),
         },
-        Some(rustls::Error::AlertReceived(alert)) => format!(
+        Some(rustls::Error::AlertReceived(
+            alert @ (rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::CertificateRequired
+            | rustls::AlertDescription::CertificateUnknown
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::CertificateExpired),
+        )) => format!(
             "the broker refused the TLS handshake ({alert:?}): the listener wants a client certificate it trusts (mutual TLS): set ssl.certificate.location and ssl.key.location to a certificate signed by a CA the broker trusts"
+        ),
+        Some(rustls::Error::AlertReceived(alert)) => format!(
+            "the broker refused the TLS handshake ({alert:?}): check that the port is the broker's TLS listener and its TLS versions (1.2, 1.3)"
         ),
         Some(rustls::Error::InvalidMessage(_)) | Some(rustls::Error::InappropriateMessage { .. }) => {
             "the port does not speak TLS: use security.protocol=PLAINTEXT or SASL_PLAINTEXT there, or the broker's TLS port".into()
         }
         Some(other) => format!("TLS handshake failed: {other}"),
-        None if matches!(
-            err.kind(),
-            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-        ) =>
-        {
-            "the broker closed the connection during the TLS handshake: the port does not speak TLS (use security.protocol=PLAINTEXT or SASL_PLAINTEXT there, or the broker's TLS port), or it requires a client certificate".into()
-        }
         None => format!("TLS handshake failed: {err}"),
     }
 }

@@ -62,6 +62,20 @@ pub async fn open(
         let connector = TlsConnector::from(config.clone());
         match connector.connect(name, tcp).await {
             Ok(stream) => Ok(Stream::Tls(Box::new(stream))),
+            // A hang-up without a TLS alert: most likely no TLS listener,
+            // but a restarting broker looks the same; retried as lost.
+            Err(e)
+                if !e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                    ) =>
+            {
+                Err(ProtocolError::ClosedEarly {
+                    broker: broker.to_string(),
+                    hint: "during the TLS handshake: the port does not speak TLS (use security.protocol=PLAINTEXT or SASL_PLAINTEXT there, or the broker's TLS port)",
+                })
+            }
             Err(e) => Err(ProtocolError::Security {
                 broker: broker.to_string(),
                 detail: explain_handshake_error(host, &e),
