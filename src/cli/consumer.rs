@@ -439,22 +439,20 @@ mod tests {
     }
 
     fn parse(v: &[&str]) -> Result<Target> {
-        let mut argv = vec!["consumer"];
-        argv.extend_from_slice(v);
-        let typed: Vec<String> = v
-            .iter()
-            .filter_map(|a| a.strip_prefix("--"))
-            .map(str::to_string)
-            .collect();
-        resolve_target(&ConsumerArgs::try_parse_from(argv).unwrap(), &|flag| {
-            typed.iter().any(|t| t == flag)
-        })
+        resolve_after(&[], v)
     }
 
     /// As `parse`, with BROKER and GROUP also set the way a config file does
     /// (flags placed before the user's, not typed by the user).
     fn parse_with_file(v: &[&str]) -> Result<Target> {
-        let mut argv = vec!["consumer", "--brokers=file:9092", "--group=file-group"];
+        resolve_after(&["--brokers=file:9092", "--group=file-group"], v)
+    }
+
+    /// Resolves the user's arguments `v` placed after `folded` (flags from
+    /// -X or a file), as `parse_command_line` does.
+    fn resolve_after(folded: &[&str], v: &[&str]) -> Result<Target> {
+        let mut argv = vec!["consumer"];
+        argv.extend_from_slice(folded);
         argv.extend_from_slice(v);
         let typed: Vec<String> = v
             .iter()
