@@ -13,7 +13,7 @@ use rskafka::client::{Client, ClientBuilder};
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{ApiKey, MetadataRequest, TopicName};
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::error::{Error, Result};
@@ -147,8 +147,23 @@ pub async fn preflight(cfg: &ClusterConfig) -> Result<()> {
 }
 
 async fn preflight_unbounded(cfg: &ClusterConfig) -> Result<()> {
-    // Why each bootstrap broker failed; hang-ups at set-up are security
-    // mismatches only if every broker hangs up (one may just be restarting).
+    bootstrap_metadata(
+        cfg,
+        MetadataRequest::default().with_topics(Some(Vec::new())),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Sends `request` to the first bootstrap broker that answers (TLS,
+/// ApiVersions, SASL, then the Metadata request itself). An unreachable
+/// broker moves on to the next one; TLS and SASL failures are final.
+/// Hang-ups during set-up are security mismatches only when every broker
+/// hangs up (one alone may just be restarting).
+async fn bootstrap_metadata(
+    cfg: &ClusterConfig,
+    request: MetadataRequest,
+) -> Result<MetadataResponse> {
     let mut failures: Vec<WireError> = Vec::new();
     for addr in &cfg.brokers {
         let conn = match Connection::connect(addr, cfg.connection()).await {
@@ -162,9 +177,8 @@ async fn preflight_unbounded(cfg: &ClusterConfig) -> Result<()> {
         let version = conn
             .negotiate(ApiKey::Metadata, METADATA_VERSIONS)
             .map_err(|e| Error::protocol("reading cluster metadata", e))?;
-        let request = MetadataRequest::default().with_topics(Some(Vec::new()));
         match conn.send(&request, version).await {
-            Ok(_) => return Ok(()),
+            Ok(response) => return Ok(response),
             // A SASL listener lets ApiVersions through unauthenticated, then
             // hangs up on the first real request.
             Err(WireError::Io { .. }) if cfg.security.sasl().is_none() => {
@@ -237,65 +251,44 @@ pub async fn describe_topics(
     cfg: &ClusterConfig,
     topics: Option<&[String]>,
 ) -> Result<Vec<TopicInfo>> {
-    let mut last = String::from("no bootstrap broker given");
-    for addr in &cfg.brokers {
-        let conn = match Connection::connect(addr, cfg.connection()).await {
-            Ok(c) => c,
-            Err(e) if e.is_transport() => {
-                last = e.to_string();
-                continue;
+    let request = MetadataRequest::default()
+        .with_topics(topics.map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                })
+                .collect()
+        }))
+        .with_allow_auto_topic_creation(false);
+    let response = bootstrap_metadata(cfg, request).await?;
+    let mut out = Vec::with_capacity(response.topics.len());
+    for t in response.topics {
+        let Some(name) = t.name else { continue };
+        match ResponseError::try_from_code(t.error_code) {
+            None => out.push(TopicInfo {
+                name: name.to_string(),
+                id: t.topic_id,
+                partitions: t.partitions.len() as i32,
+            }),
+            Some(ResponseError::UnknownTopicOrPartition) => {}
+            Some(ResponseError::TopicAuthorizationFailed) => {
+                return Err(Error::denied(
+                    "TOPIC_AUTHORIZATION_FAILED",
+                    &cfg.security.principal_hint(),
+                    "Describe",
+                    &format!("Topic:{}", name.as_str()),
+                ));
             }
-            Err(e) => return Err(Error::protocol("reading cluster metadata", e)),
-        };
-        let version = conn
-            .negotiate(ApiKey::Metadata, METADATA_VERSIONS)
-            .map_err(|e| Error::protocol("reading cluster metadata", e))?;
-        let request = MetadataRequest::default()
-            .with_topics(topics.map(|ts| {
-                ts.iter()
-                    .map(|t| {
-                        MetadataRequestTopic::default()
-                            .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
-                    })
-                    .collect()
-            }))
-            .with_allow_auto_topic_creation(false);
-        let response = conn
-            .send(&request, version)
-            .await
-            .map_err(|e| Error::protocol("reading cluster metadata", e))?;
-        let mut out = Vec::with_capacity(response.topics.len());
-        for t in response.topics {
-            let Some(name) = t.name else { continue };
-            match ResponseError::try_from_code(t.error_code) {
-                None => out.push(TopicInfo {
-                    name: name.to_string(),
-                    id: t.topic_id,
-                    partitions: t.partitions.len() as i32,
-                }),
-                Some(ResponseError::UnknownTopicOrPartition) => {}
-                Some(ResponseError::TopicAuthorizationFailed) => {
-                    return Err(Error::denied(
-                        "TOPIC_AUTHORIZATION_FAILED",
-                        &cfg.security.principal_hint(),
-                        "Describe",
-                        &format!("Topic:{}", name.as_str()),
-                    ));
-                }
-                Some(e) => {
-                    return Err(Error::kafka(
-                        format!("reading metadata of topic '{}'", name.as_str()),
-                        format!("{e:?}: {e}"),
-                    ));
-                }
+            Some(e) => {
+                return Err(Error::kafka(
+                    format!("reading metadata of topic '{}'", name.as_str()),
+                    format!("{e:?}: {e}"),
+                ));
             }
         }
-        return Ok(out);
     }
-    Err(Error::Unreachable {
-        brokers: cfg.brokers_display(),
-        detail: last,
-    })
+    Ok(out)
 }
 
 /// Checks that every partition in `wanted` exists in `topic`.
