@@ -70,6 +70,14 @@ kafka-up-secure:
 kafka-down-secure:
     KAFKA_PORT=$KAFKA_SECURE_PORT docker/kafka-local.sh down
 
+# Start a three-node cluster (replication factor 3) on 9392, 9402, 9412, for failover work.
+kafka-up-cluster:
+    KAFKA_NODES=3 KAFKA_PORT=9392 docker/kafka-local.sh up
+
+# Stop the three-node cluster and delete its data.
+kafka-down-cluster:
+    KAFKA_NODES=3 KAFKA_PORT=9392 docker/kafka-local.sh down
+
 # Run one of Kafka's admin tools, e.g. `just kafka-tool topics --bootstrap-server 127.0.0.1:9092 --list`.
 kafka-tool +ARGS:
     docker/kafka-local.sh tool {{ARGS}}

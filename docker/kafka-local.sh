@@ -5,10 +5,17 @@
 #   kafka-local.sh up                  start a broker+controller, wait until it serves metadata
 #   kafka-local.sh down                stop it and delete its data
 #   kafka-local.sh status              say whether it runs
+#   kafka-local.sh kill                SIGKILL the broker, keeping its data (a crash, for failover tests)
+#   kafka-local.sh restart             start a killed broker again on its data
 #   kafka-local.sh tool NAME ARGS...   run one of Kafka's own admin tools, e.g.
 #                                      tool topics --bootstrap-server 127.0.0.1:9092 --list
 #                                      tool consumer-groups --bootstrap-server ... --describe --group g
 #                                      tool acls --bootstrap-server 127.0.0.1:9292 --list
+#
+# KAFKA_NODES=N up|down: an N-node cluster (each node broker+controller), node i on
+# KAFKA_PORT+10*(i-1) (controller one above), replication factor N, min.insync.replicas 2;
+# e.g. KAFKA_NODES=3 KAFKA_PORT=9392 (just kafka-up-cluster): 9392, 9402, 9412. kill and
+# restart act on one node: KAFKA_PORT=9402 kafka-local.sh kill.
 #
 # Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1), KAFKA_HEAP (512m),
 # KAFKA_CACHE (~/.cache/mykafkams/kafka-<version>), KAFKA_STATE_DIR (<repo>/target/kafka-local),
@@ -61,6 +68,12 @@ heap=${KAFKA_HEAP:-512m}
 cache=${KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mykafkams/kafka-$version}
 state=${KAFKA_STATE_DIR:-$repo/target/kafka-local}/$port
 log4j="$here/log4j2.properties"
+# One node of a multi-node cluster (set by `KAFKA_NODES=N up` for each node).
+node_id=${KAFKA_NODE_ID:-1}
+voters=${KAFKA_VOTERS:-1@127.0.0.1:$cport}
+replication=${KAFKA_REPLICATION:-1}
+min_isr=$(( replication > 1 ? 2 : 1 ))
+nodes=${KAFKA_NODES:-1}
 secure=
 case "${KAFKA_SECURE:-}" in ''|0|false|no) ;; *) secure=1 ;; esac
 sasl_ssl_port=$((port + 2)) ssl_port=$((port + 3)) sasl_plaintext_port=$((port + 4))
@@ -175,18 +188,20 @@ inter.broker.listener.name=PLAINTEXT"
   echo "$data" > "$state/data"
   cat > "$state/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$cport
+node.id=$node_id
+controller.quorum.voters=$voters
 controller.listener.names=CONTROLLER
 $listeners
 log.dirs=$data/logs
 num.partitions=1
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor=$replication
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=$replication
+transaction.state.log.min.isr=$min_isr
+share.coordinator.state.topic.replication.factor=$replication
+share.coordinator.state.topic.min.isr=$min_isr
+default.replication.factor=$replication
+min.insync.replicas=$min_isr
 group.initial.rebalance.delay.ms=0
 # KIP-848 groups: a test cluster's timings (Kafka's defaults are a 45 s session
 # and 5 s heartbeats), so a crashed member's partitions move within seconds.
@@ -200,19 +215,38 @@ PROPS
   if [ -n "${KAFKA_GROUP_PROTOCOLS:-}" ]; then
     echo "group.coordinator.rebalance.protocols=$KAFKA_GROUP_PROTOCOLS" >> "$state/server.properties"
   fi
-  local cluster_id=-
-  # A base64url id; like Kafka's own Uuid, never one starting with '-' (the tool would take it for an option).
-  while [[ $cluster_id == -* ]]; do
-    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
-  done
+  local cluster_id=${KAFKA_CLUSTER_ID:-$(new_cluster_id)}
   java_run WARN kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" ${format_args[@]+"${format_args[@]}"} \
     >"$state/format.log" 2>&1 || { cat "$state/format.log" >&2; cleanup_data; die "formatting KRaft storage failed"; }
-  say "starting Apache Kafka $version on 127.0.0.1:$port (controller $cport, heap $heap, data $data)"
+  say "starting Apache Kafka $version on 127.0.0.1:$port (node $node_id, controller $cport, heap $heap, data $data)"
+  launch
+  wait_ready
+  if [ -n "$secure" ]; then
+    secure_acls || { cat "$state/acls.log" >&2; down; die "adding the ACLs failed (log above)"; }
+  fi
+  say "ready: bootstrap 127.0.0.1:$port (log: $state/server.log)"
+  if [ -n "$secure" ]; then secure_banner; fi
+}
+
+# A base64url id; like Kafka's own Uuid, never one starting with '-' (the tool would take it for an option).
+new_cluster_id() {
+  local id=-
+  while [[ $id == -* ]]; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
+  done
+  echo "$id"
+}
+
+# Starts the JVM of the formatted node in $state.
+launch() {
   KAFKA_HEAP_OPTS="" nohup java -Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$log4j" -Dmykafkams.log.level=INFO \
-    -cp "$cache/*" kafka.Kafka "$state/server.properties" >"$state/server.log" 2>&1 &
+    -cp "$cache/*" kafka.Kafka "$state/server.properties" >>"$state/server.log" 2>&1 &
   echo $! > "$state/pid"
-  # Ready means: the broker answers a metadata request from a real client.
+}
+
+# Ready means: the broker answers a metadata request from a real client.
+wait_ready() {
   local deadline=$((SECONDS + 90))
   until port_open "$port" &&
       java_run WARN org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" --list \
@@ -223,11 +257,63 @@ PROPS
     [ $SECONDS -lt $deadline ] || { tail -n 30 "$state/server.log" >&2; down; die "the broker did not answer metadata within 90 s"; }
     sleep 1
   done
-  if [ -n "$secure" ]; then
-    secure_acls || { cat "$state/acls.log" >&2; down; die "adding the ACLs failed (log above)"; }
-  fi
-  say "ready: bootstrap 127.0.0.1:$port (log: $state/server.log)"
-  if [ -n "$secure" ]; then secure_banner; fi
+}
+
+# KAFKA_NODES=N: N broker+controller nodes forming one KRaft cluster, node i
+# on port KAFKA_PORT + 10*(i-1) (controller one above), replication factor N
+# for the internal topics and new topics, min.insync.replicas 2.
+node_port() { echo $((port + 10 * ($1 - 1))); }
+
+cluster_up() {
+  fetch
+  local i voters_list="" cluster_id pids=() failed=0
+  for i in $(seq 1 "$nodes"); do
+    voters_list+="${voters_list:+,}$i@127.0.0.1:$(( $(node_port "$i") + 1 ))"
+  done
+  cluster_id=$(new_cluster_id)
+  say "starting a $nodes-node cluster: $(for i in $(seq 1 "$nodes"); do printf '127.0.0.1:%s ' "$(node_port "$i")"; done)"
+  for i in $(seq 1 "$nodes"); do
+    KAFKA_NODES=1 KAFKA_NODE_ID=$i KAFKA_PORT=$(node_port "$i") KAFKA_CONTROLLER_PORT= \
+      KAFKA_VOTERS=$voters_list KAFKA_CLUSTER_ID=$cluster_id KAFKA_REPLICATION=$nodes \
+      bash "${BASH_SOURCE[0]}" up &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [ "$failed" = 0 ] || { cluster_down; die "the $nodes-node cluster did not start (logs above)"; }
+  say "ready: bootstrap $(for i in $(seq 1 "$nodes"); do printf '127.0.0.1:%s,' "$(node_port "$i")"; done | sed 's/,$//')"
+}
+
+# All nodes at once: stopped one by one, the last ones would lose their
+# controller quorum and hang in their controlled shutdown.
+cluster_down() {
+  local i pids=()
+  for i in $(seq 1 "$nodes"); do
+    KAFKA_NODES=1 KAFKA_PORT=$(node_port "$i") KAFKA_CONTROLLER_PORT= bash "${BASH_SOURCE[0]}" down &
+    pids+=($!)
+  done
+  for i in "${pids[@]}"; do wait "$i" || true; done
+}
+
+# kill: SIGKILL the node, keeping its data (a crash); restart: start it again
+# on that data. For failover tests.
+crash() {
+  local pid
+  pid=$(running_pid) || die "no local broker running on 127.0.0.1:$port"
+  say "killing broker on 127.0.0.1:$port (pid $pid), keeping its data"
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+  rm -f "$state/pid"
+}
+
+restart() {
+  fetch
+  if running_pid >/dev/null; then say "already running on 127.0.0.1:$port"; return 0; fi
+  [ -f "$state/data" ] && [ -f "$state/server.properties" ] ||
+    die "no stopped broker on 127.0.0.1:$port to restart (start one with up)"
+  say "restarting broker on 127.0.0.1:$port on its data"
+  launch
+  wait_ready
+  say "ready: 127.0.0.1:$port"
 }
 
 cleanup_data() {
@@ -279,9 +365,11 @@ tool() {
 cmd=${1:-}; shift || true
 case "$cmd" in
   fetch) fetch ;;
-  up) up ;;
-  down) down ;;
+  up) if [ "$nodes" -gt 1 ]; then cluster_up; else up; fi ;;
+  down) if [ "$nodes" -gt 1 ]; then cluster_down; else down; fi ;;
+  kill) crash ;;
+  restart) restart ;;
   status) status ;;
   tool) tool "$@" ;;
-  *) echo "usage: kafka-local.sh fetch|up|down|status|tool NAME ARGS..." >&2; exit 2 ;;
+  *) echo "usage: kafka-local.sh fetch|up|down|status|kill|restart|tool NAME ARGS..." >&2; exit 2 ;;
 esac
