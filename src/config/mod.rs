@@ -81,6 +81,18 @@ macro_rules! flag {
     ($long:literal, ms) => {
         |v: &str| millis($long, v)
     };
+    ($long:literal, number) => {
+        |v: &str| number($long, v)
+    };
+}
+
+/// A whole number, checked here so the error names the property and where
+/// it was set (clap's would name only the flag).
+fn number(long: &str, v: &str) -> std::result::Result<Vec<String>, String> {
+    match v.trim().parse::<u64>() {
+        Ok(n) => Ok(vec![format!("--{long}={n}")]),
+        Err(_) => Err(format!("'{v}' is not a whole number")),
+    }
 }
 
 fn millis(long: &str, v: &str) -> std::result::Result<Vec<String>, String> {
@@ -303,7 +315,7 @@ const PROPERTIES: &[(&str, Meaning)] = &[
     ),
     (
         "max.partition.fetch.bytes",
-        Meaning::Consumer(flag!("fetch-max-bytes")),
+        Meaning::Consumer(flag!("fetch-max-bytes", number)),
     ),
     ("isolation.level", Meaning::Consumer(isolation)),
     (
@@ -324,8 +336,8 @@ const PROPERTIES: &[(&str, Meaning)] = &[
         Meaning::Ignored("keys and values are bytes"),
     ),
     // The producer.
-    ("linger.ms", Meaning::Producer(flag!("linger-ms"))),
-    ("batch.size", Meaning::Producer(flag!("batch-size"))),
+    ("linger.ms", Meaning::Producer(flag!("linger-ms", number))),
+    ("batch.size", Meaning::Producer(flag!("batch-size", number))),
     ("compression.type", Meaning::Producer(compression)),
     ("compression.codec", Meaning::Producer(compression)),
     ("acks", Meaning::Producer(acks)),
@@ -871,6 +883,20 @@ mod tests {
         let err = fold_args(&["--config", &file], Tool::Consumer).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(err.to_string().contains(":1"), "names the line: {err}");
+    }
+
+    #[test]
+    fn a_bad_number_names_the_property_and_where_it_was_set() {
+        let file = temp_properties("linger.ms=abc\n");
+        let err = fold_args(&["--config", &file], Tool::Producer)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("linger.ms") && err.contains(":1") && err.contains("whole number"),
+            "{err}"
+        );
+        let cl = fold_args(&["-X", "batch.size=16384"], Tool::Producer).unwrap();
+        assert_eq!(strings(&cl)[1..], ["--batch-size=16384"]);
     }
 
     #[test]
