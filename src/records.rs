@@ -212,10 +212,10 @@ fn batch_records(batch: &Bytes, info: &BatchDecodeInfo) -> Result<Vec<RawRecord>
         Compression::Gzip => codec::Gzip::decompress(&mut body, parse),
         #[cfg(feature = "snappy")]
         Compression::Snappy => codec::Snappy::decompress(&mut body, parse),
-        #[cfg(feature = "lz4")]
-        Compression::Lz4 => codec::Lz4::decompress(&mut body, parse),
-        #[cfg(feature = "zstd")]
-        Compression::Zstd => codec::Zstd::decompress(&mut body, parse),
+        // Pure Rust whatever the build: kafka-protocol's lz4 and zstd codecs
+        // link C libraries.
+        Compression::Lz4 => return parse_records(&mut lz4_decode(&body)?, info),
+        Compression::Zstd => return parse_records(&mut zstd_decode(&body)?, info),
         #[allow(unreachable_patterns)]
         other => {
             let name = format!("{other:?}").to_lowercase();
@@ -225,6 +225,31 @@ fn batch_records(batch: &Bytes, info: &BatchDecodeInfo) -> Result<Vec<RawRecord>
         }
     };
     result.map_err(|e| one_line(&e))?
+}
+
+/// Decompresses an lz4 batch body: Kafka writes the lz4 frame format.
+fn lz4_decode(body: &[u8]) -> Result<Bytes, String> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(body.len() * 4);
+    lz4_flex::frame::FrameDecoder::new(body)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("lz4 batch does not decompress: {e}"))?;
+    Ok(Bytes::from(out))
+}
+
+/// Decompresses a zstd batch body, one frame after another.
+fn zstd_decode(body: &[u8]) -> Result<Bytes, String> {
+    use std::io::Read;
+    let mut input = body;
+    let mut out = Vec::with_capacity(body.len() * 4);
+    while !input.is_empty() {
+        let mut frame = ruzstd::decoding::StreamingDecoder::new(&mut input)
+            .map_err(|e| format!("zstd batch does not decompress: {e}"))?;
+        frame
+            .read_to_end(&mut out)
+            .map_err(|e| format!("zstd batch does not decompress: {e}"))?;
+    }
+    Ok(Bytes::from(out))
 }
 
 /// Parses `info.record_count` v2 records.
