@@ -232,6 +232,134 @@ pub async fn topic_partitions(cfg: &ClusterConfig, topic: &str) -> Result<BTreeS
         })
 }
 
+/// Where a topic's partitions are led: what the producer routes by.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leaders {
+    /// Leader node id by partition index (`None`: no leader right now).
+    pub partitions: Vec<Option<i32>>,
+    /// `host:port` of every broker the metadata named, by node id.
+    pub brokers: std::collections::HashMap<i32, String>,
+}
+
+/// The leaders of `topic`'s partitions, from one Metadata request to the
+/// first bootstrap broker that answers. Fails like [`topic_partitions`] for
+/// a missing topic or a missing Describe ACL.
+pub async fn topic_leaders(cfg: &ClusterConfig, topic: &str) -> Result<Leaders> {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_string(topic.to_string())),
+        ))]))
+        .with_allow_auto_topic_creation(false);
+    let response = bootstrap_metadata(cfg, request).await?;
+    let brokers = response
+        .brokers
+        .iter()
+        .map(|b| {
+            (
+                b.node_id.0,
+                crate::protocol::format_addr(b.host.as_str(), b.port),
+            )
+        })
+        .collect();
+    let Some(t) = response
+        .topics
+        .into_iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+    else {
+        return Err(Error::UnknownTopic {
+            topic: topic.to_string(),
+        });
+    };
+    match ResponseError::try_from_code(t.error_code) {
+        None | Some(ResponseError::LeaderNotAvailable) => {}
+        Some(ResponseError::UnknownTopicOrPartition) => {
+            return Err(Error::UnknownTopic {
+                topic: topic.to_string(),
+            });
+        }
+        Some(ResponseError::TopicAuthorizationFailed) => {
+            return Err(Error::denied(
+                "TOPIC_AUTHORIZATION_FAILED",
+                &cfg.security.principal_hint(),
+                "Describe",
+                &format!("Topic:{topic}"),
+            ));
+        }
+        Some(e) => {
+            return Err(Error::kafka(
+                format!("reading metadata of topic '{topic}'"),
+                format!("{e:?}: {e}"),
+            ));
+        }
+    }
+    let n = t
+        .partitions
+        .iter()
+        .map(|p| p.partition_index + 1)
+        .max()
+        .unwrap_or(0)
+        .max(0) as usize;
+    let mut partitions = vec![None; n];
+    for p in &t.partitions {
+        let leader = p.leader_id.0;
+        partitions[p.partition_index as usize] =
+            (p.error_code == 0 && leader >= 0).then_some(leader);
+    }
+    Ok(Leaders {
+        partitions,
+        brokers,
+    })
+}
+
+/// One configuration value of `topic` (e.g. `max.message.bytes`), from a
+/// DescribeConfigs request to the first bootstrap broker that answers.
+/// `Ok(None)` when the broker does not report it.
+pub async fn topic_config(cfg: &ClusterConfig, topic: &str, name: &str) -> Result<Option<String>> {
+    use kafka_protocol::messages::DescribeConfigsRequest;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    const DESCRIBE_CONFIGS_VERSIONS: VersionRange = VersionRange { min: 1, max: 4 };
+    const TOPIC_RESOURCE: i8 = 2;
+    let mut last = None;
+    for addr in &cfg.brokers {
+        let conn = match Connection::connect(addr, cfg.connection()).await {
+            Ok(c) => c,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        let version = conn
+            .negotiate(ApiKey::DescribeConfigs, DESCRIBE_CONFIGS_VERSIONS)
+            .map_err(|e| Error::protocol("describing the topic's configuration", e))?;
+        let request = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(TOPIC_RESOURCE)
+                .with_resource_name(StrBytes::from_string(topic.to_string()))
+                .with_configuration_keys(Some(vec![StrBytes::from_string(name.to_string())])),
+        ]);
+        let response = conn
+            .send(&request, version)
+            .await
+            .map_err(|e| Error::protocol("describing the topic's configuration", e))?;
+        for r in response.results {
+            if r.error_code != 0 {
+                return Err(Error::kafka(
+                    format!("describing the configuration of topic '{topic}'"),
+                    format!("error code {}", r.error_code),
+                ));
+            }
+            if let Some(c) = r.configs.iter().find(|c| c.name.as_str() == name) {
+                return Ok(c.value.as_ref().map(|v| v.to_string()));
+            }
+        }
+        return Ok(None);
+    }
+    Err(match last {
+        Some(e) => Error::protocol("describing the topic's configuration", e),
+        None => Error::Usage("no bootstrap broker given".into()),
+    })
+}
+
 /// One topic as the cluster's metadata describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicInfo {

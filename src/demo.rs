@@ -201,15 +201,16 @@ async fn produce(
     events: usize,
 ) -> Result<()> {
     cluster::create_topic_if_missing(client, cluster, topic, partitions, 1).await?;
-    let producer = Producer::new(client, cluster, ProducerConfig::new(topic)).await?;
+    let producer = Producer::new(cluster, ProducerConfig::new(topic)).await?;
+    let mut value = String::new();
     for i in 0..events {
         let key = &keys[i % keys.len()];
         let seq = i / keys.len();
+        value.clear();
+        use std::fmt::Write as _;
+        let _ = write!(value, "{key}:{seq}");
         producer
-            .send(
-                Some(key.as_bytes().to_vec()),
-                format!("{key}:{seq}").into_bytes(),
-            )
+            .send(Some(key.as_bytes()), value.as_bytes())
             .await?;
     }
     let s = producer.close().await;

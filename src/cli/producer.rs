@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::cluster::{self, ClusterConfig};
 use crate::config::{PropertyArgs, SecurityArgs};
 use crate::error::{Error, Result};
-use crate::producer::{Compression, Producer, ProducerConfig};
+use crate::producer::{Acks, Compression, MAX_IN_FLIGHT_IDEMPOTENT, Producer, ProducerConfig};
 
 /// Publish lines as Kafka messages, keyed so that one key's messages stay in order.
 #[derive(Parser, Debug)]
@@ -38,12 +38,37 @@ pub struct ProducerArgs {
     /// How long a batch may wait for more messages, in milliseconds.
     #[arg(long, default_value_t = 5, env = "KAFKA_LINGER_MS")]
     linger_ms: u64,
-    /// Maximum batch size per partition, in bytes.
-    #[arg(long, default_value_t = 512 * 1024)]
+    /// Maximum batch size per partition, in bytes (before compression).
+    #[arg(long, default_value_t = 256 * 1024)]
     batch_size: usize,
-    /// Compression codec: none, gzip, snappy (lz4, zstd with the cargo features).
+    /// Compression codec: none, gzip, snappy, lz4, zstd (all pure Rust).
     #[arg(long, default_value = "none", env = "KAFKA_COMPRESSION")]
     compression: Compression,
+    /// Replicas that must have a message before it counts as written: all, 1 or 0.
+    #[arg(long, default_value = "all", value_name = "all|1|0")]
+    acks: Acks,
+    /// Idempotent writes (producer id and sequence numbers): a retry never
+    /// duplicates. On by default; needs --acks all. Left unset with --acks 1
+    /// or 0 it turns itself off, as in Java's producer.
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+    idempotence: Option<bool>,
+    /// Produce requests in flight per broker connection (at most 5 when idempotent;
+    /// 1 without idempotence, which keeps order).
+    #[arg(long, default_value_t = MAX_IN_FLIGHT_IDEMPOTENT, value_name = "N")]
+    max_in_flight_requests: usize,
+    /// Bytes of messages buffered before reading the input pauses.
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    buffer_memory: usize,
+    /// How long the broker may take to answer one produce request, in milliseconds.
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    request_timeout_ms: u64,
+    /// How long a message may take to be acknowledged, retries included, in milliseconds.
+    #[arg(long, default_value_t = 120_000, value_name = "MS")]
+    delivery_timeout_ms: u64,
+    /// Write one line per input line to FILE: "LINE<TAB>PARTITION<TAB>OFFSET" when
+    /// written, "LINE<TAB>error<TAB>MESSAGE" when not (in completion order).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
     /// Create the topic first if it does not exist.
     #[arg(long)]
     create_topic: bool,
@@ -105,11 +130,45 @@ fn resolve_positionals(args: &ProducerArgs) -> Result<Target> {
     })
 }
 
+/// The producer settings the flags ask for. Idempotence left unset follows
+/// Java: on, unless --acks or --max-in-flight-requests rule it out.
+fn producer_config(args: &ProducerArgs, topic: &str) -> ProducerConfig {
+    let idempotence = args.idempotence.unwrap_or_else(|| {
+        let possible =
+            args.acks == Acks::All && args.max_in_flight_requests <= MAX_IN_FLIGHT_IDEMPOTENT;
+        if !possible {
+            tracing::info!(
+                "idempotence off: --acks {} / --max-in-flight-requests {} rule it out",
+                args.acks,
+                args.max_in_flight_requests
+            );
+        }
+        possible
+    });
+    ProducerConfig {
+        partition: args.partition,
+        linger: Duration::from_millis(args.linger_ms),
+        batch_bytes: args.batch_size,
+        compression: args.compression,
+        headers: args.headers.clone(),
+        acks: args.acks,
+        idempotence,
+        max_in_flight: args.max_in_flight_requests,
+        buffer_memory: args.buffer_memory,
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
+        report: args.report.clone(),
+        ..ProducerConfig::new(topic)
+    }
+}
+
 /// Publishes the input the command line names, until its end, a signal, or a
 /// failure; prints the summary line.
 pub async fn main(args: ProducerArgs) -> Result<()> {
     let mut signals = super::Signals::install()?;
     let target = resolve_positionals(&args)?;
+    let cfg = producer_config(&args, &target.topic);
+    cfg.validate()?;
     let cluster_cfg = ClusterConfig {
         connect_timeout: Duration::from_secs(args.connect_timeout),
         client_id: args
@@ -129,9 +188,10 @@ pub async fn main(args: ProducerArgs) -> Result<()> {
         ),
         None => Box::new(tokio::io::stdin()),
     };
-    let client = cluster::connect(&cluster_cfg).await?;
-    if args.create_topic
-        && cluster::create_topic_if_missing(
+    cluster::preflight(&cluster_cfg).await?;
+    if args.create_topic {
+        let client = cluster::connect(&cluster_cfg).await?;
+        if cluster::create_topic_if_missing(
             &client,
             &cluster_cfg,
             &target.topic,
@@ -139,22 +199,15 @@ pub async fn main(args: ProducerArgs) -> Result<()> {
             args.replication_factor,
         )
         .await?
-    {
-        tracing::info!(
-            "created topic '{}' with {} partition(s)",
-            target.topic,
-            args.partitions
-        );
+        {
+            tracing::info!(
+                "created topic '{}' with {} partition(s)",
+                target.topic,
+                args.partitions
+            );
+        }
     }
-    let cfg = ProducerConfig {
-        partition: args.partition,
-        linger: Duration::from_millis(args.linger_ms),
-        batch_bytes: args.batch_size,
-        compression: args.compression,
-        headers: args.headers.clone(),
-        ..ProducerConfig::new(target.topic.clone())
-    };
-    let producer = Producer::new(&client, &cluster_cfg, cfg).await?;
+    let producer = Producer::new(&cluster_cfg, cfg).await?;
 
     let outcome = feed(
         &producer,
@@ -190,48 +243,59 @@ pub async fn main(args: ProducerArgs) -> Result<()> {
     Ok(())
 }
 
-/// Reads lines and hands them to the producer, with a progress line every 5 s.
-/// When `stop` resolves (a signal), reading ends, but every byte already read
-/// (a partial line, and what sits in the read buffer) is still sent: what was
-/// read is flushed, nothing taken from the input is dropped.
+/// Input is read in blocks of this size (a longer line grows the buffer).
+const READ_BLOCK: usize = 1024 * 1024;
+
+/// Reads the input in large blocks, splits it into lines and hands them to
+/// the producer, with a progress line every 5 s. When `stop` resolves (a
+/// signal), reading ends, but every byte already read (including a partial
+/// last line) is still sent: nothing taken from the input is dropped.
 async fn feed(
     producer: &Producer,
-    input: Box<dyn AsyncRead + Unpin + Send>,
+    mut input: Box<dyn AsyncRead + Unpin + Send>,
     default_key: Option<&str>,
     separator: Option<&str>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let mut reader = BufReader::with_capacity(256 * 1024, input);
-    let mut line = Vec::new();
+    let mut buf = vec![0u8; READ_BLOCK];
+    let mut end = 0;
     let mut line_no = 0u64;
     let mut last_progress = tokio::time::Instant::now();
     tokio::pin!(stop);
     loop {
-        // read_until keeps partially read bytes in `line` when cancelled.
+        // Send the complete lines in buf[..end], keep the partial one.
+        let mut start = 0;
+        while let Some(nl) = memchr::memchr(b'\n', &buf[start..end]) {
+            line_no += 1;
+            let line = &buf[start..start + nl + 1];
+            send_line(producer, line, line_no, default_key, separator).await?;
+            start += nl + 1;
+        }
+        buf.copy_within(start..end, 0);
+        end -= start;
+        if end == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
         let n = tokio::select! {
             biased;
             _ = &mut stop => {
                 eprintln!("producer: signal received: sending what was read, then exiting");
-                let mut rest = std::mem::take(&mut line);
-                rest.extend_from_slice(reader.buffer());
-                for piece in rest.split_inclusive(|b| *b == b'\n') {
-                    line_no += 1;
-                    send_line(producer, piece, line_no, default_key, separator).await?;
+                if end > 0 {
+                    send_line(producer, &buf[..end], line_no + 1, default_key, separator).await?;
                 }
                 return Ok(());
             }
-            n = reader.read_until(b'\n', &mut line) => n.map_err(|e| Error::io("reading input", e))?,
+            n = input.read(&mut buf[end..]) => n.map_err(|e| {
+                Error::io(format!("reading input (line {} and later were not sent)", line_no + 1), e)
+            })?,
         };
         if n == 0 {
-            if !line.is_empty() {
-                line_no += 1;
-                send_line(producer, &line, line_no, default_key, separator).await?;
+            if end > 0 {
+                send_line(producer, &buf[..end], line_no + 1, default_key, separator).await?;
             }
             return Ok(());
         }
-        line_no += 1;
-        send_line(producer, &line, line_no, default_key, separator).await?;
-        line.clear();
+        end += n;
         if last_progress.elapsed() >= Duration::from_secs(5) {
             last_progress = tokio::time::Instant::now();
             eprintln!(
@@ -262,18 +326,18 @@ async fn send_line(
 }
 
 /// Splits a line into key and value per --key-separator (first occurrence).
-fn split_line(
-    line: &[u8],
-    default_key: Option<&str>,
+fn split_line<'a>(
+    line: &'a [u8],
+    default_key: Option<&'a str>,
     sep: Option<&str>,
-) -> Option<(Option<Vec<u8>>, Vec<u8>)> {
+) -> Option<(Option<&'a [u8]>, &'a [u8])> {
     if let Some(sep) = sep.filter(|s| !s.is_empty()) {
         let sep = sep.as_bytes();
-        if let Some(i) = line.windows(sep.len()).position(|w| w == sep) {
-            return Some((Some(line[..i].to_vec()), line[i + sep.len()..].to_vec()));
+        if let Some(i) = memchr::memmem::find(line, sep) {
+            return Some((Some(&line[..i]), &line[i + sep.len()..]));
         }
     }
-    default_key.map(|k| (Some(k.as_bytes().to_vec()), line.to_vec()))
+    default_key.map(|k| (Some(k.as_bytes()), line))
 }
 
 #[cfg(test)]
@@ -297,16 +361,16 @@ mod tests {
     fn lines_split_on_the_first_separator_or_use_the_default_key() {
         assert_eq!(
             split_line(b"acct-1|a|b", None, Some("|")),
-            Some((Some(b"acct-1".to_vec()), b"a|b".to_vec()))
+            Some((Some(&b"acct-1"[..]), &b"a|b"[..]))
         );
         assert_eq!(
             split_line(b"plain", Some("k"), Some("|")),
-            Some((Some(b"k".to_vec()), b"plain".to_vec()))
+            Some((Some(&b"k"[..]), &b"plain"[..]))
         );
         assert_eq!(split_line(b"plain", None, Some("|")), None);
         assert_eq!(
             split_line(b"x|y", Some("k"), None),
-            Some((Some(b"k".to_vec()), b"x|y".to_vec()))
+            Some((Some(&b"k"[..]), &b"x|y"[..]))
         );
     }
 }

@@ -169,17 +169,17 @@ fn isolation(v: &str) -> std::result::Result<Vec<String>, String> {
 
 fn acks(v: &str) -> std::result::Result<Vec<String>, String> {
     match v.trim() {
-        "all" | "-1" => Ok(Vec::new()),
-        other => Err(format!(
-            "acks={other} is not supported yet: the producer always waits for all in-sync replicas (acks=all)"
-        )),
+        "all" | "-1" => Ok(vec!["--acks=all".into()]),
+        "1" => Ok(vec!["--acks=1".into()]),
+        "0" => Ok(vec!["--acks=0".into()]),
+        other => Err(format!("'{other}' is not all, -1, 1 or 0")),
     }
 }
 
 fn idempotence(v: &str) -> std::result::Result<Vec<String>, String> {
-    match v.trim() {
-        "false" => Ok(Vec::new()),
-        _ => Err("enable.idempotence=true is not supported yet: the producer is not idempotent (retries may duplicate); set it to false to accept that".into()),
+    match v.trim().to_ascii_lowercase().as_str() {
+        b @ ("true" | "false") => Ok(vec![format!("--idempotence={b}")]),
+        other => Err(format!("'{other}' is not true or false")),
     }
 }
 
@@ -351,18 +351,31 @@ const PROPERTIES: &[(&str, Meaning)] = &[
         "value.serializer",
         Meaning::Ignored("keys and values are bytes"),
     ),
-    ("retries", Meaning::Ignored(NOT_USED)),
-    ("delivery.timeout.ms", Meaning::Ignored(NOT_USED)),
+    (
+        "retries",
+        Meaning::Ignored("retries go on until delivery.timeout.ms"),
+    ),
+    (
+        "delivery.timeout.ms",
+        Meaning::Producer(flag!("delivery-timeout-ms", number)),
+    ),
     (
         "max.in.flight.requests.per.connection",
-        Meaning::Ignored(NOT_USED),
+        Meaning::Producer(flag!("max-in-flight-requests", number)),
+    ),
+    (
+        "buffer.memory",
+        Meaning::Producer(flag!("buffer-memory", number)),
     ),
     // Both, harmless.
     (
         "client.dns.lookup",
         Meaning::Ignored("every address of a host name is tried"),
     ),
-    ("request.timeout.ms", Meaning::Ignored(NOT_USED)),
+    (
+        "request.timeout.ms",
+        Meaning::Producer(flag!("request-timeout-ms", number)),
+    ),
     ("retry.backoff.ms", Meaning::Ignored(NOT_USED)),
     ("reconnect.backoff.ms", Meaning::Ignored(NOT_USED)),
     ("reconnect.backoff.max.ms", Meaning::Ignored(NOT_USED)),

@@ -20,6 +20,7 @@
 //! session lifetime runs out (KIP-368).
 
 mod error;
+pub mod pipeline;
 pub mod sasl;
 pub mod security;
 pub mod tls;
@@ -38,13 +39,14 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupHeartbeatRequest,
-    ConsumerGroupHeartbeatResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    ConsumerGroupHeartbeatResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest,
+    FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest,
+    HeartbeatResponse, InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest,
     JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListOffsetsRequest,
     ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader,
-    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
-    SyncGroupRequest, SyncGroupResponse,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -107,6 +109,10 @@ api_requests! {
     ListOffsetsRequest => ListOffsetsResponse, ListOffsets;
     SaslHandshakeRequest => SaslHandshakeResponse, SaslHandshake;
     SaslAuthenticateRequest => SaslAuthenticateResponse, SaslAuthenticate;
+    // The idempotent producer (rskafka always sends producer id -1).
+    ProduceRequest => ProduceResponse, Produce;
+    InitProducerIdRequest => InitProducerIdResponse, InitProducerId;
+    DescribeConfigsRequest => DescribeConfigsResponse, DescribeConfigs;
 }
 
 /// SaslHandshake v1: the mechanism's messages then travel in SaslAuthenticate

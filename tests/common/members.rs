@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mykafkams::Message;
-use mykafkams::cluster::{self, ClusterConfig};
+use mykafkams::cluster::ClusterConfig;
 use mykafkams::consumer::{self, ConsumeSummary, ConsumerConfig, Partitions};
 use mykafkams::group::GroupProtocol;
 use mykafkams::group::assignor::Assignor;
@@ -216,17 +216,15 @@ pub async fn produce_rounds(
     pause: Duration,
 ) -> u64 {
     let cluster_cfg = ClusterConfig::new(vec![bootstrap()]);
-    let client = cluster::connect(&cluster_cfg).await.unwrap();
-    let producer = Producer::new(&client, &cluster_cfg, ProducerConfig::new(topic))
+    let producer = Producer::new(&cluster_cfg, ProducerConfig::new(topic))
         .await
         .unwrap();
     for seq in rounds {
         for k in 0..keys {
+            let key = format!("acct-{k}");
+            let value = format!("acct-{k}:{seq}");
             producer
-                .send(
-                    Some(format!("acct-{k}").into_bytes()),
-                    format!("acct-{k}:{seq}").into_bytes(),
-                )
+                .send(Some(key.as_bytes()), value.as_bytes())
                 .await
                 .unwrap();
         }
