@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test crate uses a different subset
 
 pub mod members;
+pub mod proxy;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
