@@ -89,6 +89,7 @@ fn produce_losing_acks(port: u16, flags: &[&str]) -> LostAcks {
         .args(flags);
     let out = output_within(cmd, 45);
     proxy.disarm();
+    let _ = std::fs::remove_file(&input);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!(
         "{} produce requests, {} acknowledgements lost; producer: {stderr}",
@@ -96,12 +97,13 @@ fn produce_losing_acks(port: u16, flags: &[&str]) -> LostAcks {
         proxy.acks_dropped()
     );
     assert!(out.status.success(), "producer {flags:?}: {stderr}");
-    let _ = std::fs::remove_file(&input);
-    LostAcks {
+    let run = LostAcks {
         log: read_log(&proxy.addr(), &topic),
         report: read_report(&report),
         acks_dropped: proxy.acks_dropped(),
-    }
+    };
+    let _ = std::fs::remove_file(&report);
+    run
 }
 
 #[test]
@@ -317,6 +319,7 @@ fn broker_restart_mid_stream_loses_nothing_and_duplicates_nothing() {
     assert!(tally.exactly_once_in_order(), "the log: {tally:#?}");
     let problems = report_problems(&read_report(&report), RESTART_LINES, RESTART_KEYS, &log);
     assert!(problems.is_empty(), "the report: {problems:#?}");
+    let _ = std::fs::remove_file(&report);
 
     // The member sees every line, each key in order (repeats allowed:
     // at-least-once), then stops gracefully.
