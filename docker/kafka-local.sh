@@ -17,6 +17,14 @@
 # e.g. KAFKA_NODES=3 KAFKA_PORT=9392 (just kafka-up-cluster): 9392, 9402, 9412. kill and
 # restart act on one node: KAFKA_PORT=9402 kafka-local.sh kill.
 #
+# KAFKA_ADVERTISED_PORT=P up (one plain node only): listen on KAFKA_PORT but advertise
+# 127.0.0.1:P in advertised.listeners, so every connection a client opens after bootstrap
+# (partition leaders and coordinators found via Metadata) goes to P, where a test's relay
+# forwards to KAFKA_PORT and can inject faults (tests/common/proxy.rs). Start the relay
+# before `up`: readiness is checked by a real client, which follows the advertisement; the
+# admin tools go through it too. kill and restart keep it (it is in server.properties).
+# The advertised port must not be the controller's (KAFKA_PORT+1).
+#
 # Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1), KAFKA_HEAP (512m),
 # KAFKA_CACHE (~/.cache/mykafkams/kafka-<version>), KAFKA_STATE_DIR (<repo>/target/kafka-local),
 # KAFKA_GROUP_PROTOCOLS (unset: the broker default classic,consumer; e.g. "classic" for a broker
@@ -74,6 +82,7 @@ voters=${KAFKA_VOTERS:-1@127.0.0.1:$cport}
 replication=${KAFKA_REPLICATION:-1}
 min_isr=$(( replication > 1 ? 2 : 1 ))
 nodes=${KAFKA_NODES:-1}
+advertised_port=${KAFKA_ADVERTISED_PORT:-$port}
 secure=
 case "${KAFKA_SECURE:-}" in ''|0|false|no) ;; *) secure=1 ;; esac
 sasl_ssl_port=$((port + 2)) ssl_port=$((port + 3)) sasl_plaintext_port=$((port + 4))
@@ -162,6 +171,10 @@ up() {
     fi
     return 0
   fi
+  if [ "$advertised_port" != "$port" ]; then
+    [ -z "$secure" ] || die "KAFKA_ADVERTISED_PORT is for a plain node: unset it or KAFKA_SECURE"
+    [ "$advertised_port" != "$cport" ] || die "KAFKA_ADVERTISED_PORT=$advertised_port is the controller's port: pick another"
+  fi
   local ports=("$port" "$cport") format_args=()
   if [ -n "$secure" ]; then
     need_openssl
@@ -180,7 +193,7 @@ up() {
     listeners=$(secure_properties) || die "reading $here/secure/secure.properties failed"
   else
     listeners="listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+advertised.listeners=PLAINTEXT://127.0.0.1:$advertised_port
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT"
   fi
@@ -219,6 +232,9 @@ PROPS
   java_run WARN kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" ${format_args[@]+"${format_args[@]}"} \
     >"$state/format.log" 2>&1 || { cat "$state/format.log" >&2; cleanup_data; die "formatting KRaft storage failed"; }
   say "starting Apache Kafka $version on 127.0.0.1:$port (node $node_id, controller $cport, heap $heap, data $data)"
+  if [ "$advertised_port" != "$port" ]; then
+    say "advertised as 127.0.0.1:$advertised_port: clients reach it only while a relay listens there"
+  fi
   launch
   wait_ready
   if [ -n "$secure" ]; then
@@ -245,6 +261,15 @@ launch() {
   echo $! > "$state/pid"
 }
 
+# A broker advertised on another port is ready only through the relay there.
+relay_hint() {
+  local adv
+  adv=$(sed -n 's|^advertised.listeners=PLAINTEXT://127.0.0.1:\([0-9]*\)$|\1|p' "$state/server.properties" 2>/dev/null)
+  if [ -n "$adv" ] && [ "$adv" != "$port" ]; then
+    echo " (it is advertised as 127.0.0.1:$adv: is a relay to $port listening there?)"
+  fi
+}
+
 # Ready means: the broker answers a metadata request from a real client.
 wait_ready() {
   local deadline=$((SECONDS + 90))
@@ -254,7 +279,7 @@ wait_ready() {
     if ! running_pid >/dev/null; then
       tail -n 30 "$state/server.log" >&2; cleanup_data; die "the broker exited during start-up (log above)"
     fi
-    [ $SECONDS -lt $deadline ] || { tail -n 30 "$state/server.log" >&2; down; die "the broker did not answer metadata within 90 s"; }
+    [ $SECONDS -lt $deadline ] || { tail -n 30 "$state/server.log" >&2; down; die "the broker did not answer metadata within 90 s$(relay_hint)"; }
     sleep 1
   done
 }
@@ -265,6 +290,7 @@ wait_ready() {
 node_port() { echo $((port + 10 * ($1 - 1))); }
 
 cluster_up() {
+  [ -z "${KAFKA_ADVERTISED_PORT:-}" ] || die "KAFKA_ADVERTISED_PORT is for a single node: unset it or KAFKA_NODES"
   fetch
   local i voters_list="" cluster_id pids=() failed=0
   for i in $(seq 1 "$nodes"); do

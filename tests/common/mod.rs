@@ -5,7 +5,10 @@
 //! silently skipped integration test proves nothing.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod broker;
 pub mod members;
+pub mod proxy;
+pub mod sequences;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

@@ -1,0 +1,356 @@
+//! Issue 9, the idempotent producer: the producer binary under faults. Each
+//! test starts a broker of its own from the launcher, on ports no other test
+//! uses, and the tests here run one at a time (each broker is a JVM, and this
+//! project's machine has two cores).
+//!
+//! * Lost acknowledgements: the relay of `common::proxy` sits on the port the
+//!   broker advertises, so all the producer's traffic passes through it. It
+//!   lets the 3rd, 10th and 20th Produce request reach the broker, then hangs
+//!   up instead of relaying the response: the producer must resend batches
+//!   that are already written. With idempotence (the default) the broker
+//!   recognises the resent batches; without it they are written twice, as
+//!   the README warns.
+//! * A broker crash: the broker is SIGKILLed and restarted on its data in the
+//!   middle of 200,000 lines, while a group member reads the topic.
+//!
+//! The producer flags of issue 9 used here: `--idempotence false`, and
+//! `--report FILE` (one line per input line, `<line>\t<partition>\t<offset>`
+//! or `<line>\terror\t<message>`, lines counted from 1). The tests rely on
+//! the defaults `--idempotence true`, `--acks all` and a delivery timeout
+//! (120 s) that outlasts a broker restart.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::broker::LocalBroker;
+use common::proxy::Proxy;
+use common::sequences::{Ack, Record, Tally, keyed_input, read_log, read_report, report_problems};
+use common::{consumer, output_within, producer, unique};
+
+/// The tests here run one at a time.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A file under the test's scratch directory.
+fn scratch(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+/// Lines and keys of the lost-acknowledgement runs.
+const LINES: usize = 20_000;
+const KEYS: usize = 50;
+/// Produce requests, counted from the start of the run, whose
+/// acknowledgement the relay loses. Small batches make the run send well
+/// over 20 requests.
+const LOST: [u64; 3] = [3, 10, 20];
+const BATCH_SIZE: &str = "4096";
+
+/// What a producer run through a relay that loses acknowledgements left.
+struct LostAcks {
+    /// The topic's records in (partition, offset) order.
+    log: Vec<Record>,
+    report: Vec<(usize, Ack)>,
+    acks_dropped: u64,
+}
+
+/// Starts a broker on `port` advertised as `port + 2` (its controller has
+/// `port + 1`), with the relay there; produces the keyed lines into a new
+/// topic of 3 partitions through the relay, losing the acknowledgements of
+/// the [`LOST`] requests; asserts the producer exited 0 and reads the topic
+/// back.
+fn produce_losing_acks(port: u16, flags: &[&str]) -> LostAcks {
+    let proxy = Proxy::start(port + 2, port);
+    let _broker = LocalBroker::start_advertised(port, port + 2);
+    let topic = unique("lost-acks");
+    let input = scratch(&format!("{topic}.in"));
+    let report = scratch(&format!("{topic}.report"));
+    std::fs::write(&input, keyed_input(0..LINES, KEYS)).unwrap();
+
+    proxy.lose_acks_of(&LOST);
+    let mut cmd = producer();
+    cmd.args([&proxy.addr(), &topic, "--key-separator", "|"])
+        .args(["--create-topic", "--partitions", "3"])
+        .args(["--batch-size", BATCH_SIZE])
+        .arg("--input")
+        .arg(&input)
+        .arg("--report")
+        .arg(&report)
+        .args(flags);
+    let out = output_within(cmd, 45);
+    proxy.disarm();
+    let _ = std::fs::remove_file(&input);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "{} produce requests, {} acknowledgements lost; producer: {stderr}",
+        proxy.produce_requests(),
+        proxy.acks_dropped()
+    );
+    assert!(out.status.success(), "producer {flags:?}: {stderr}");
+    let run = LostAcks {
+        log: read_log(&proxy.addr(), &topic),
+        report: read_report(&report),
+        acks_dropped: proxy.acks_dropped(),
+    };
+    let _ = std::fs::remove_file(&report);
+    run
+}
+
+#[test]
+fn lost_acknowledgements_do_not_duplicate_with_idempotence() {
+    let _serial = one_at_a_time();
+    // No flag: idempotence is the default, as in Java's producer since Kafka 3.0.
+    let run = produce_losing_acks(9492, &[]);
+    assert!(run.acks_dropped >= 1, "the relay lost no acknowledgement");
+    let tally = Tally::of(run.log.iter().map(|r| r.value.as_str()), LINES, KEYS);
+    assert!(tally.exactly_once_in_order(), "{tally:#?}");
+    let problems = report_problems(&run.report, LINES, KEYS, &run.log);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn lost_acknowledgements_duplicate_without_idempotence() {
+    let _serial = one_at_a_time();
+    let run = produce_losing_acks(9502, &["--idempotence", "false"]);
+    assert!(run.acks_dropped >= 1, "the relay lost no acknowledgement");
+    let tally = Tally::of(run.log.iter().map(|r| r.value.as_str()), LINES, KEYS);
+    eprintln!("without idempotence: {tally:?}");
+    assert!(
+        tally.duplicates >= 1,
+        "no batch was written twice: {tally:#?}"
+    );
+    assert_eq!((tally.missing, tally.foreign), (0, 0), "{tally:#?}");
+    let problems = report_problems(&run.report, LINES, KEYS, &run.log);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// A child process killed if the test fails before it exits.
+struct Running(Child);
+
+impl Running {
+    /// Waits for the exit, failing the test after `secs` seconds.
+    fn wait_within(&mut self, secs: u64) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit within {secs} s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Fails the test with why the producer stopped reading its input.
+fn stopped_reading(mut producer: Running, log: JoinHandle<String>) -> ! {
+    let _ = producer.0.kill();
+    let status = producer.0.wait().unwrap();
+    panic!(
+        "the producer stopped reading its input ({status}): {}",
+        log.join().unwrap()
+    );
+}
+
+/// Collects a child's stderr in a thread.
+fn collect(stream: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(stream).read_to_string(&mut s);
+        s
+    })
+}
+
+/// A group member (our consumer binary) reading `topic`: the process, the
+/// values it prints, as they come, and its stderr once it exits.
+fn spawn_member(addr: &str, topic: &str) -> (Running, mpsc::Receiver<String>, JoinHandle<String>) {
+    let mut cmd = consumer();
+    cmd.args([addr, topic, &unique("member")])
+        .args(["--format", "text", "--stats-interval", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut member = Running(cmd.spawn().unwrap());
+    let stderr = collect(member.0.stderr.take().unwrap());
+    let stdout = member.0.stdout.take().unwrap();
+    let (tx, values) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let record =
+                Record::parse(&line).unwrap_or_else(|| panic!("not a text record: {line:?}"));
+            let _ = tx.send(record.value);
+        }
+    });
+    (member, values, stderr)
+}
+
+/// Writes ranges of the keyed input to a producer's stdin from a thread, so
+/// the test can crash the broker while the producer is blocked or busy.
+struct Feeder {
+    ranges: mpsc::Sender<Range<usize>>,
+    written: mpsc::Receiver<()>,
+    thread: JoinHandle<std::io::Result<()>>,
+}
+
+impl Feeder {
+    fn start(mut stdin: ChildStdin, keys: usize) -> Feeder {
+        let (ranges, todo) = mpsc::channel::<Range<usize>>();
+        let (done, written) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            for range in todo {
+                stdin.write_all(keyed_input(range, keys).as_bytes())?;
+                let _ = done.send(());
+            }
+            Ok(()) // dropping stdin ends the producer's input
+        });
+        Feeder {
+            ranges,
+            written,
+            thread,
+        }
+    }
+
+    /// Queues input lines `range`.
+    fn feed(&self, range: Range<usize>) {
+        let _ = self.ranges.send(range);
+    }
+
+    /// Waits until the oldest range not yet waited for is in the pipe;
+    /// false if the producer stopped reading (or exited) first.
+    fn written(&self, secs: u64) -> bool {
+        self.written.recv_timeout(Duration::from_secs(secs)).is_ok()
+    }
+
+    /// Closes the input once everything queued is written.
+    fn close(self) -> std::io::Result<()> {
+        drop(self.ranges);
+        self.thread.join().unwrap()
+    }
+}
+
+const RESTART_LINES: usize = 200_000;
+const RESTART_KEYS: usize = 100;
+
+#[test]
+fn broker_restart_mid_stream_loses_nothing_and_duplicates_nothing() {
+    let _serial = one_at_a_time();
+    let started = Instant::now();
+    let phase = |what: &str| {
+        eprintln!(
+            "restart: {what} at {:.1} s",
+            started.elapsed().as_secs_f64()
+        )
+    };
+    let broker = LocalBroker::start(9592);
+    let topic = unique("restart");
+    broker.create_topic(&topic, 3);
+    phase("broker up");
+    // A group member reads while the producer writes, through the crash.
+    let (mut member, values, member_log) = spawn_member(&broker.addr(), &topic);
+
+    let report = scratch(&format!("{topic}.report"));
+    let mut cmd = producer();
+    cmd.args([&broker.addr(), &topic, "--key-separator", "|", "--report"])
+        .arg(&report)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut writer = Running(cmd.spawn().unwrap());
+    let writer_log = collect(writer.0.stderr.take().unwrap());
+    let feeder = Feeder::start(writer.0.stdin.take().unwrap(), RESTART_KEYS);
+    // A few lines first, until the member is seen reading.
+    feeder.feed(0..2_000);
+    if !feeder.written(20) {
+        stopped_reading(writer, writer_log);
+    }
+    let mut seen = vec![
+        values
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the member read nothing within 30 s"),
+    ];
+    phase("member reading");
+    // Up to half; then a quarter more while the broker is being killed, so
+    // the crash lands mid-stream; the rest once the broker is back.
+    let (half, three_quarters) = (RESTART_LINES / 2, RESTART_LINES * 3 / 4);
+    feeder.feed(2_000..half);
+    if !feeder.written(20) {
+        stopped_reading(writer, writer_log);
+    }
+    feeder.feed(half..three_quarters);
+    broker.kill();
+    seen.extend(values.try_iter());
+    phase(&format!(
+        "broker killed, the member had read {}",
+        seen.len()
+    ));
+    broker.restart();
+    phase("broker restarted");
+    feeder.feed(three_quarters..RESTART_LINES);
+    let fed = feeder.close();
+    let status = writer.wait_within(60);
+    let writer_log = writer_log.join().unwrap();
+    phase("producer done");
+    assert!(fed.is_ok(), "feeding the producer: {fed:?}; {writer_log}");
+    assert!(status.success(), "producer: {status}; {writer_log}");
+
+    // The log holds every line once, each key in order, where the report says.
+    let log = read_log(&broker.addr(), &topic);
+    let tally = Tally::of(
+        log.iter().map(|r| r.value.as_str()),
+        RESTART_LINES,
+        RESTART_KEYS,
+    );
+    assert!(tally.exactly_once_in_order(), "the log: {tally:#?}");
+    let problems = report_problems(&read_report(&report), RESTART_LINES, RESTART_KEYS, &log);
+    assert!(problems.is_empty(), "the report: {problems:#?}");
+    let _ = std::fs::remove_file(&report);
+
+    // The member sees every line, each key in order (repeats allowed:
+    // at-least-once), then stops gracefully.
+    seen.extend(values.try_iter());
+    let mut distinct: HashSet<String> = seen.iter().cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while distinct.len() < RESTART_LINES {
+        match values.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(v) => {
+                distinct.insert(v.clone());
+                seen.push(v);
+            }
+            Err(_) => break,
+        }
+    }
+    phase("member caught up");
+    common::signal(&member.0, libc::SIGTERM);
+    let member_status = member.wait_within(30);
+    let member_log = member_log.join().unwrap();
+    seen.extend(values.try_iter());
+    let read = Tally::of(seen.iter().map(String::as_str), RESTART_LINES, RESTART_KEYS);
+    eprintln!(
+        "restart: the member read {} messages, {} of them again (at-least-once)",
+        read.received, read.duplicates
+    );
+    assert!(
+        read.is_complete_in_order(),
+        "the member: {read:#?}; {member_log}"
+    );
+    assert!(
+        member_status.success(),
+        "member: {member_status}; {member_log}"
+    );
+}
