@@ -146,7 +146,8 @@ run_one() {
   fi
 }
 
-say "$lines records of $value_size bytes, $partitions partitions, broker $broker, $runs run(s) per tool, taking turns"
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+say "$lines records of $value_size bytes, $partitions partitions, broker $broker, $runs run(s) per tool, taking turns (load average $load on $(nproc) cores)"
 for t in "${tools[@]}"; do say "$t: ${cmd[$t]}"; done
 for run in $(seq 1 "$runs"); do
   say "round $run of $runs"
@@ -208,6 +209,7 @@ notes=(
   "ours: ${cmd[ours]}"
   "ours: batch.size is the producer's default unless BENCH_OURS_BATCH_SIZE is set: 1048576 (and 1000000) make batches over the broker's message.max.bytes (1048588) today, MessageTooLarge"
   "peak RSS: the highest of any run (for java: the JVM)"
+  "load average at the start: $load, at the end: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores); other work on the machine spreads the times"
 )
 echo; for n in "${notes[@]}"; do echo "note: $n"; done
 
