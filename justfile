@@ -107,5 +107,10 @@ bench-core:
 bench-rebalance: kafka
     cargo bench --bench rebalance
 
+# Our producer next to kcat (librdkafka) and Java's ProducerPerformance: 1,000,000 keyed
+# 100-byte records, medians of 3 (BENCH_LINES, BENCH_RUNS); writes target/bench/produce.json.
+bench-produce: kafka build
+    bench/produce.sh
+
 # Every benchmark.
-bench: bench-core bench-rebalance
+bench: bench-core bench-rebalance bench-produce
