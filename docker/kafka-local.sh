@@ -11,6 +11,10 @@
 #                                      tool topics --bootstrap-server 127.0.0.1:9092 --list
 #                                      tool consumer-groups --bootstrap-server ... --describe --group g
 #                                      tool acls --bootstrap-server 127.0.0.1:9292 --list
+#                                      tool log-dirs --bootstrap-server ... --describe --topic-list t
+#                                      tool dump-log --files <log dir>/t-0/00000000000000000000.log
+#                                      (log-dirs names the broker's log dir; dump-log prints each
+#                                      batch of a segment file, with its compresscodec)
 #
 # KAFKA_NODES=N up|down: an N-node cluster (each node broker+controller), node i on
 # KAFKA_PORT+10*(i-1) (controller one above), replication factor N, min.insync.replicas 2;
@@ -380,7 +384,9 @@ tool() {
     acls) cls=org.apache.kafka.tools.AclCommand ;;
     producer-perf-test) cls=org.apache.kafka.tools.ProducerPerformance ;;
     transactional-message-copier) cls=org.apache.kafka.tools.TransactionalMessageCopier ;;
-    *) echo "kafka-local: unknown tool '$name' (topics, consumer-groups, console-consumer, console-producer, get-offsets, delete-records, broker-api-versions, configs, acls, producer-perf-test, transactional-message-copier)" >&2; exit 2 ;;
+    log-dirs) cls=org.apache.kafka.tools.LogDirsCommand ;;
+    dump-log) cls=kafka.tools.DumpLogSegments ;;
+    *) echo "kafka-local: unknown tool '$name' (topics, consumer-groups, console-consumer, console-producer, get-offsets, delete-records, broker-api-versions, configs, acls, producer-perf-test, transactional-message-copier, log-dirs, dump-log)" >&2; exit 2 ;;
   esac
   fetch
   # exec: the tool is this process, so a signal sent to it (a test stopping
