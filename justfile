@@ -70,12 +70,28 @@ kafka-up-secure:
 kafka-down-secure:
     KAFKA_PORT=$KAFKA_SECURE_PORT docker/kafka-local.sh down
 
-# Start a three-node cluster (replication factor 3) on 9392, 9402, 9412, for failover work.
+# Start a three-node cluster (replication factor 3) on 9392, 9402, 9412, for failover work
+# (Docker if an engine answers: compose profile `cluster`; else the local launcher).
 kafka-up-cluster:
-    KAFKA_NODES=3 KAFKA_PORT=9392 docker/kafka-local.sh up
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if (exec 3<>/dev/tcp/127.0.0.1/9392) 2>/dev/null; then
+      echo "kafka-up-cluster: using the cluster already answering on 127.0.0.1:9392" >&2
+    elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+      docker compose -f docker/compose.yml --profile cluster up -d --wait kafka-node-1 kafka-node-2 kafka-node-3
+    else
+      KAFKA_NODES=3 KAFKA_PORT=9392 docker/kafka-local.sh up
+    fi
 
-# Stop the three-node cluster and delete its data.
+# Stop the three-node cluster (whichever started it) and delete its data.
 kafka-down-cluster:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    nodes=(kafka-node-1 kafka-node-2 kafka-node-3)
+    if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 \
+        && docker compose -f docker/compose.yml --profile cluster ps -q "${nodes[@]}" 2>/dev/null | grep -q .; then
+      docker compose -f docker/compose.yml --profile cluster rm -sfv "${nodes[@]}"
+    fi
     KAFKA_NODES=3 KAFKA_PORT=9392 docker/kafka-local.sh down
 
 # Run one of Kafka's admin tools, e.g. `just kafka-tool topics --bootstrap-server 127.0.0.1:9092 --list`.
