@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod members;
 pub mod proxy;
+pub mod segments;
 pub mod sequences;
 
 use std::path::PathBuf;
