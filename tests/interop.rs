@@ -2,11 +2,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::segments::{StoredBatch, storage_problems, stored_batches};
+use common::segments::{storage_problems, stored_batches};
 use common::sequences::{Record, Tally, value_of};
 use common::*;
 
@@ -126,23 +126,76 @@ fn records_of_aborted_transactions_are_never_delivered() {
 /// Every codec of Kafka's record batches, named as Kafka and our producer name them.
 const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 
-/// Keyed input for the topic of `codec`: line `i` is `k<i % keys>|<codec>/k<i % keys>:<i / keys>`,
-/// so each key's values count 0, 1, 2, ... and name the topic they were written to
-/// (Java's console consumer reads several topics at once but does not print the topic).
-fn tagged_input(codec: &str, lines: usize, keys: usize) -> String {
-    (0..lines)
-        .map(|i| format!("k{}|{codec}/{}\n", i % keys, value_of(i, keys)))
-        .collect()
+/// The codecs that compress in blocks: lz4 (frames of 64 KiB blocks) and
+/// snappy (xerial's stream of 32 KiB blocks).
+const BLOCK_CODECS: [&str; 2] = ["lz4", "snappy"];
+
+/// One topic of a codec test: written with `codec`, holding `lines` keyed
+/// lines of `keys` keys, line `i` under key `k<i % keys>` with a value that
+/// begins `<tag>/k<i % keys>:<i / keys>`, so each key's values count 0, 1,
+/// 2, ... and name their topic (Java's console consumer reads several topics
+/// at once but does not print the topic).
+struct Run {
+    tag: String,
+    codec: &'static str,
+    topic: String,
+    partitions: i32,
+    lines: usize,
+    keys: usize,
+    /// Values of 50 to 140 KB ([`big_value`]) rather than the short `<tag>/k<n>:<seq>`.
+    big: bool,
 }
 
-/// The value of line `i` of a big-value run: `<codec>/k<n>:<seq>:`, then
-/// for most lines about 50 KB, text that compresses well and pseudo-random
-/// printable characters that lz4 and snappy cannot shrink; every fourth line
-/// is 140 KB of those characters alone, so some 64 KiB lz4 blocks are stored
-/// raw (the frame's uncompressed-block flag). A batch of a few such values
-/// spans several lz4 blocks (64 KiB) and xerial snappy blocks (32 KiB).
-fn big_value(codec: &str, i: usize, keys: usize) -> String {
-    let mut v = format!("{codec}/{}:", value_of(i, keys));
+impl Run {
+    /// The topics of one test, named `<prefix>-<tag>`: per codec 3,000 short
+    /// lines of 30 keys in 3 partitions; per block codec (`big-lz4`,
+    /// `big-snappy`) 40 big values of 4 keys in one partition, batched about
+    /// five to a batch, so each batch spans several blocks.
+    fn all(prefix: &str) -> Vec<Run> {
+        let short = CODECS
+            .iter()
+            .map(|c| (c.to_string(), *c, 3, 3000, 30, false));
+        let big = BLOCK_CODECS
+            .iter()
+            .map(|c| (format!("big-{c}"), *c, 1, 40, 4, true));
+        short
+            .chain(big)
+            .map(|(tag, codec, partitions, lines, keys, big)| Run {
+                topic: format!("{prefix}-{tag}"),
+                tag,
+                codec,
+                partitions,
+                lines,
+                keys,
+                big,
+            })
+            .collect()
+    }
+
+    /// The value of line `i`.
+    fn value(&self, i: usize) -> String {
+        if self.big {
+            big_value(&self.tag, i, self.keys)
+        } else {
+            format!("{}/{}", self.tag, value_of(i, self.keys))
+        }
+    }
+
+    /// The input: `KEY|VALUE` lines.
+    fn input(&self) -> String {
+        (0..self.lines)
+            .map(|i| format!("k{}|{}\n", i % self.keys, self.value(i)))
+            .collect()
+    }
+}
+
+/// The value of line `i` of a big run: `<tag>/k<n>:<seq>:`, then for most
+/// lines about 50 KB, text that compresses well and pseudo-random printable
+/// characters that lz4 and snappy cannot shrink; every fourth line is 140 KB
+/// of those characters alone, so some 64 KiB lz4 blocks are stored raw (the
+/// frame's uncompressed-block flag).
+fn big_value(tag: &str, i: usize, keys: usize) -> String {
+    let mut v = format!("{tag}/{}:", value_of(i, keys));
     let (text, len) = if i % 4 == 3 {
         (0, 140_000)
     } else {
@@ -165,57 +218,83 @@ fn big_value(codec: &str, i: usize, keys: usize) -> String {
     v
 }
 
-/// Splits `<codec>/<rest>` into the codec and the rest.
-fn untag(value: &str) -> Option<(&str, &str)> {
-    value.split_once('/')
-}
+/// The smallest big value, in bytes.
+const BIG_VALUE_MIN: i64 = 50_000;
 
-/// Runs our producer on `input` (`KEY|VALUE` lines) into a new topic of
-/// `partitions` partitions, compressing with `codec`.
-fn our_produce(topic: &str, codec: &str, partitions: i32, input: &str) {
+/// Runs our producer on the run's input, creating its topic.
+fn our_produce(run: &Run) {
     let mut cmd = producer();
-    cmd.args([&bootstrap(), topic, "--key-separator", "|"])
-        .args(["--compression", codec, "--create-topic", "--partitions"])
-        .arg(partitions.to_string());
-    let out = run_with_input(cmd, input.as_bytes());
+    cmd.args([&bootstrap(), &run.topic, "--key-separator", "|"])
+        .args(["--compression", run.codec, "--create-topic", "--partitions"])
+        .arg(run.partitions.to_string());
+    let out = run_with_input(cmd, run.input().as_bytes());
     assert!(
         out.status.success(),
-        "producer --compression {codec} failed: {}",
+        "producer --compression {} failed: {}",
+        run.codec,
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
-/// A record as Java's console consumer prints it with print.partition and print.key.
-struct JavaRecord {
-    partition: i32,
-    key: String,
-    value: String,
+/// Writes the run's input with Kafka's console producer, after creating its
+/// topic (with our producer: no JVM). Batches of up to 256 KiB for big runs,
+/// as ours makes them.
+///
+/// The codec goes in `--compression-codec`: the console producer sets
+/// compression.type from that flag (default none) after reading
+/// `--producer-property`, so `--producer-property compression.type=lz4` would
+/// silently write uncompressed batches (the stored-codec check catches it).
+fn java_produce(addr: &str, run: &Run) {
+    let mut create = producer();
+    create
+        .args([addr, &run.topic, "k", "--create-topic", "--partitions"])
+        .arg(run.partitions.to_string());
+    let out = run_with_input(create, b"");
+    assert!(out.status.success(), "creating {}: {out:?}", run.topic);
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kafka-local.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(script)
+        .args(["tool", "console-producer", "--bootstrap-server", addr])
+        .args(["--topic", &run.topic, "--compression-codec", run.codec])
+        .args(["--property", "parse.key=true"])
+        .args(["--property", "key.separator=|"]);
+    let props: &[&str] = if run.big {
+        &["batch.size=262144", "linger.ms=200"]
+    } else {
+        &["linger.ms=50"]
+    };
+    for p in props {
+        cmd.args(["--producer-property", p]);
+    }
+    let out = run_with_input(cmd, run.input().as_bytes());
+    assert!(
+        out.status.success(),
+        "console producer ({}) failed: {}",
+        run.codec,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
+/// A record as a consumer delivered it: partition, key, value.
+type Delivered = (i32, String, String);
+
 /// Reads `expected` records from the beginning of the topics matching the
-/// regex `include` with Kafka's console consumer (read-committed); returns
-/// them in the order it printed them, and its stderr. It stops after
-/// `expected` records, or after 30 s without one (then the test sees fewer);
-/// a consumer that hangs fails the test after 90 s.
-fn java_consume(addr: &str, include: &str, expected: usize) -> (Vec<JavaRecord>, String) {
+/// regex `include` with Kafka's console consumer (read-committed, printing
+/// partition and key); returns them in the order it printed them, and its
+/// stderr. It stops after `expected` records, or after 30 s without one
+/// (then the test sees fewer); a consumer that hangs fails the test after 90 s.
+fn java_consume(addr: &str, include: &str, expected: usize) -> (Vec<Delivered>, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kafka-local.sh");
     let mut cmd = Command::new("bash");
     cmd.arg(script)
         .args(["tool", "console-consumer", "--bootstrap-server", addr])
         .args(["--include", include, "--from-beginning"])
-        .args([
-            "--property",
-            "print.key=true",
-            "--property",
-            "print.partition=true",
-        ])
+        .args(["--property", "print.key=true"])
+        .args(["--property", "print.partition=true"])
         .args(["--consumer-property", "isolation.level=read_committed"])
-        .args([
-            "--max-messages",
-            &expected.to_string(),
-            "--timeout-ms",
-            "30000",
-        ]);
+        .args(["--max-messages", &expected.to_string()])
+        .args(["--timeout-ms", "30000"]);
     let out = output_within(cmd, 90);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let records = String::from_utf8_lossy(&out.stdout)
@@ -224,11 +303,7 @@ fn java_consume(addr: &str, include: &str, expected: usize) -> (Vec<JavaRecord>,
             let parse = || {
                 let (p, rest) = l.strip_prefix("Partition:")?.split_once('\t')?;
                 let (key, value) = rest.split_once('\t')?;
-                Some(JavaRecord {
-                    partition: p.parse().ok()?,
-                    key: key.to_string(),
-                    value: value.to_string(),
-                })
+                Some((p.parse().ok()?, key.to_string(), value.to_string()))
             };
             parse().unwrap_or_else(|| {
                 let shown: String = l.chars().take(200).collect();
@@ -239,40 +314,10 @@ fn java_consume(addr: &str, include: &str, expected: usize) -> (Vec<JavaRecord>,
     (records, stderr)
 }
 
-/// Writes `input` (`KEY|VALUE` lines) to `topic` with Kafka's console
-/// producer, compressing with `codec`; `props` are more producer properties.
-///
-/// The codec goes in `--compression-codec`: the console producer sets
-/// compression.type from that flag (default none) after reading
-/// `--producer-property`, so `--producer-property compression.type=lz4` would
-/// silently write uncompressed batches.
-fn java_produce(addr: &str, topic: &str, codec: &str, input: &str, props: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kafka-local.sh");
-    let mut cmd = Command::new("bash");
-    cmd.arg(script)
-        .args(["tool", "console-producer", "--bootstrap-server", addr])
-        .args(["--topic", topic, "--compression-codec", codec])
-        .args([
-            "--property",
-            "parse.key=true",
-            "--property",
-            "key.separator=|",
-        ]);
-    for p in props {
-        cmd.args(["--producer-property", p]);
-    }
-    let out = run_with_input(cmd, input.as_bytes());
-    assert!(
-        out.status.success(),
-        "console producer ({codec}) failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Reads every partition of `topic` from the start to its end with our
 /// consumer (no group membership); returns the records in the order it
 /// delivered them, and its stderr. Fails the test after 60 s.
-fn our_consume(addr: &str, topic: &str) -> (Vec<Record>, String) {
+fn our_consume(addr: &str, topic: &str) -> (Vec<Delivered>, String) {
     let mut cmd = consumer();
     cmd.args([addr, topic, &unique("g")])
         .args(["--partitions", "all", "--from", "earliest", "--exit-at-end"])
@@ -282,255 +327,144 @@ fn our_consume(addr: &str, topic: &str) -> (Vec<Record>, String) {
     assert_eq!(out.status.code(), Some(0), "consumer of {topic}: {stderr}");
     let records = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| Record::parse(l).unwrap_or_else(|| panic!("not a text record: {l:?}")))
+        .map(|l| {
+            let r = Record::parse(l).unwrap_or_else(|| panic!("not a text record: {l:?}"));
+            (r.partition, r.key, r.value)
+        })
         .collect();
     (records, stderr)
 }
 
-/// What is wrong with `records` (partition, key, value in delivery order),
-/// read from the topic of `codec` that holds `lines` lines of `keys` keys as
-/// [`tagged_input`] or [`big_value`] (`big`) makes them: a line missing,
-/// repeated or out of its key's order, a value under the wrong key, a key in
-/// two partitions, a big value not as written.
+/// What is wrong with the `records` (in delivery order) of `run`: a line
+/// missing, repeated or out of its key's order, a value under another key,
+/// a key in two partitions, a big value not as written.
 fn delivery_problems<'a>(
-    records: impl IntoIterator<Item = (i32, &'a str, &'a str)>,
-    codec: &str,
-    lines: usize,
-    keys: usize,
-    big: bool,
+    run: &Run,
+    records: impl IntoIterator<Item = &'a Delivered>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let mut partition_of: HashMap<&str, i32> = HashMap::new();
-    let mut values = Vec::new();
+    // `k<n>:<seq>` of each value, for the tally.
+    let mut seqs = Vec::new();
     for (partition, key, value) in records {
-        let Some((tag, rest)) = untag(value) else {
+        let Some(rest) = value.strip_prefix(&format!("{}/", run.tag)) else {
+            continue; // another run's
+        };
+        let seq: String = rest.splitn(3, ':').take(2).collect::<Vec<_>>().join(":");
+        if !seq.starts_with(&format!("{key}:")) {
+            problems.push(format!("{seq} under key {key:?}"));
+        }
+        let first = *partition_of.entry(key.as_str()).or_insert(*partition);
+        if first != *partition {
+            problems.push(format!("key {key} in partitions {first} and {partition}"));
+        }
+        let line = seq.split_once(':').and_then(|(k, s)| {
+            let k: usize = k.strip_prefix('k')?.parse().ok()?;
+            Some(s.parse::<usize>().ok()? * run.keys + k)
+        });
+        if line.is_none_or(|i| *value != run.value(i)) {
             let shown: String = value.chars().take(60).collect();
-            problems.push(format!("untagged value {shown:?}"));
-            continue;
-        };
-        if tag != codec {
-            problems.push(format!("a record of the {tag} topic"));
-            continue;
-        }
-        // `k<n>:<seq>`, then for big values `:` and the payload.
-        let seq_part = if big {
-            rest.splitn(3, ':').take(2).collect::<Vec<_>>().join(":")
-        } else {
-            rest.to_string()
-        };
-        if !seq_part.starts_with(&format!("{key}:")) {
-            problems.push(format!("{seq_part} under key {key:?}"));
-        }
-        if *partition_of.entry(key).or_insert(partition) != partition {
             problems.push(format!(
-                "key {key} in partitions {} and {partition}",
-                partition_of[key]
+                "{shown:?}... ({} bytes) is not the value written",
+                value.len()
             ));
         }
-        if big {
-            let i = seq_part.split_once(':').and_then(|(k, s)| {
-                Some(s.parse::<usize>().ok()? * keys + k.strip_prefix('k')?.parse::<usize>().ok()?)
-            });
-            if i.is_none_or(|i| value != big_value(codec, i, keys)) {
-                problems.push(format!(
-                    "{seq_part}: the value is not the one written ({} bytes)",
-                    value.len()
-                ));
-            }
-        }
-        values.push(seq_part);
+        seqs.push(seq);
     }
-    let tally = Tally::of(values.iter().map(String::as_str), lines, keys);
     problems.truncate(8);
+    let tally = Tally::of(seqs.iter().map(String::as_str), run.lines, run.keys);
     if !tally.exactly_once_in_order() {
         problems.insert(0, format!("{tally:?}"));
     }
     problems
 }
 
-/// Checks the stored batches of each codec's topic, and returns them.
-fn assert_stored(
-    topic_of: &BTreeMap<&str, String>,
-    partitions: i32,
-    records: i64,
-) -> BTreeMap<String, Vec<StoredBatch>> {
-    let topics: Vec<&str> = topic_of.values().map(String::as_str).collect();
-    let stored = stored_batches(&topics, partitions);
-    let problems: Vec<String> = topic_of
+/// Asserts that `reader` delivered every run completely, each line once and
+/// each key in order.
+fn assert_delivered(runs: &[Run], reader: &str, records: &[Delivered], stderr: &str) {
+    let expected: usize = runs.iter().map(|r| r.lines).sum();
+    let problems: Vec<String> = runs
         .iter()
-        .flat_map(|(codec, topic)| {
-            storage_problems(&stored[topic], codec, records)
+        .flat_map(|run| {
+            delivery_problems(run, records)
                 .into_iter()
-                .map(move |p| format!("{codec}: {p}"))
+                .map(move |p| format!("{}: {p}", run.tag))
         })
         .collect();
+    assert!(
+        problems.is_empty(),
+        "{reader} delivered {} records of {expected}:\n{}\n--- its stderr:\n{stderr}",
+        records.len(),
+        problems.join("\n")
+    );
+}
+
+/// Asserts, with one kafka-dump-log of every run's segments, that the
+/// broker stored each run with its codec, valid CRCs and exactly its lines
+/// (none lost, none twice); and that big runs have batches of over 64 KiB of
+/// values, so lz4 frames and xerial streams of several blocks.
+fn assert_stored(runs: &[Run]) {
+    let topics: Vec<(&str, i32)> = runs
+        .iter()
+        .map(|r| (r.topic.as_str(), r.partitions))
+        .collect();
+    let stored = stored_batches(&topics);
+    let mut problems = Vec::new();
+    for run in runs {
+        let batches = &stored[&run.topic];
+        let mut p = storage_problems(batches, run.codec, run.lines as i64);
+        let most = batches.iter().map(|b| b.count).max().unwrap_or(0);
+        if run.big && most * BIG_VALUE_MIN <= 64 * 1024 {
+            p.push(format!(
+                "no batch of over 64 KiB: at most {most} values of 50 KB or more"
+            ));
+        }
+        problems.extend(p.into_iter().map(|p| format!("{}: {p}", run.tag)));
+    }
     assert!(
         problems.is_empty(),
         "what the broker stored (kafka-dump-log):\n{}",
         problems.join("\n")
     );
-    stored
 }
 
 #[test]
 fn every_codec_we_write_is_read_by_javas_consumer_in_order() {
     let addr = require_broker();
-    let (lines, keys, partitions) = (3000, 30, 3);
-    let run = unique("ours");
-    let topic_of: BTreeMap<&str, String> =
-        CODECS.iter().map(|c| (*c, format!("{run}-{c}"))).collect();
-    for (codec, topic) in &topic_of {
-        our_produce(topic, codec, partitions, &tagged_input(codec, lines, keys));
+    let prefix = unique("ours");
+    let runs = Run::all(&prefix);
+    for run in &runs {
+        our_produce(run);
     }
     // The broker keeps each batch as the producer compressed it: a batch
-    // sent uncompressed (or under another codec) fails here, whatever the
+    // sent uncompressed (or with another codec) fails here, whatever the
     // consumers make of it.
-    assert_stored(&topic_of, partitions, lines as i64);
-
-    // One console consumer reads the five topics (one JVM, not five).
-    let (records, stderr) = java_consume(&addr, &format!("{run}-.*"), CODECS.len() * lines);
-    let mut problems = Vec::new();
-    for codec in CODECS {
-        let of_codec = records
-            .iter()
-            .filter(|r| untag(&r.value).is_none_or(|(c, _)| c == codec))
-            .map(|r| (r.partition, r.key.as_str(), r.value.as_str()));
-        for p in delivery_problems(of_codec, codec, lines, keys, false) {
-            problems.push(format!("{codec}: {p}"));
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "Java's console consumer read {} records of {}:\n{}\n--- its stderr:\n{stderr}",
-        records.len(),
-        CODECS.len() * lines,
-        problems.join("\n")
-    );
+    assert_stored(&runs);
+    // One console consumer reads every topic (one JVM, not seven).
+    let expected = runs.iter().map(|r| r.lines).sum();
+    let (records, stderr) = java_consume(&addr, &format!("{prefix}-.*"), expected);
+    assert_delivered(&runs, "Java's console consumer", &records, &stderr);
 }
 
 #[test]
 fn every_codec_java_writes_is_read_by_ours() {
-    // Fetch decodes every codec in pure Rust (no C codec in any build);
-    // Java's producer writes the batches: gzip and zstd at its levels, lz4
-    // frames of 64 KiB blocks, snappy in xerial framing.
+    // Fetch decodes every codec in pure Rust (no C codec in any build), as
+    // Java's producer writes them: gzip and zstd at its levels, lz4 frames
+    // of 64 KiB blocks, snappy in xerial's framing.
     let addr = require_broker();
-    let (lines, keys, partitions) = (2000, 20, 3);
-    let run = unique("java");
-    let topic_of: BTreeMap<&str, String> =
-        CODECS.iter().map(|c| (*c, format!("{run}-{c}"))).collect();
+    let runs = Run::all(&unique("java"));
     std::thread::scope(|s| {
-        for (codec, topic) in &topic_of {
+        for run in &runs {
             let addr = &addr;
-            s.spawn(move || {
-                produce_lines(topic, partitions, "k", "");
-                java_produce(
-                    addr,
-                    topic,
-                    codec,
-                    &tagged_input(codec, lines, keys),
-                    &["linger.ms=50"],
-                );
-            });
+            s.spawn(move || java_produce(addr, run));
         }
     });
-    assert_stored(&topic_of, partitions, lines as i64);
-    for (codec, topic) in &topic_of {
-        let (records, stderr) = our_consume(&addr, topic);
-        let got = records
-            .iter()
-            .map(|r| (r.partition, r.key.as_str(), r.value.as_str()));
-        let problems = delivery_problems(got, codec, lines, keys, false);
-        assert!(
-            problems.is_empty(),
-            "{codec}: our consumer read {} records of {lines}:\n{}\n--- its stderr:\n{stderr}",
-            records.len(),
-            problems.join("\n")
-        );
+    assert_stored(&runs);
+    let (mut records, mut stderr) = (Vec::new(), String::new());
+    for run in &runs {
+        let (r, e) = our_consume(&addr, &run.topic);
+        records.extend(r);
+        stderr.push_str(&e);
     }
-}
-
-/// The codecs whose frames are made of blocks: lz4 (64 KiB) and snappy (xerial, 32 KiB).
-const BLOCK_CODECS: [&str; 2] = ["lz4", "snappy"];
-
-/// Asserts that some stored batch of each topic holds more than 64 KiB of
-/// values, so its lz4 frame or xerial stream has several blocks.
-fn assert_multi_block(stored: &BTreeMap<String, Vec<StoredBatch>>, value_len: i64) {
-    for (topic, batches) in stored {
-        let most = batches.iter().map(|b| b.count).max().unwrap_or(0);
-        assert!(
-            most * value_len > 64 * 1024,
-            "{topic}: no batch over 64 KiB (at most {most} values of {value_len} bytes): {batches:?}"
-        );
-    }
-}
-
-#[test]
-fn big_values_cross_in_multi_block_lz4_and_snappy_frames_both_ways() {
-    let addr = require_broker();
-    let (lines, keys) = (40, 4);
-    let input = |codec: &str| -> String {
-        (0..lines)
-            .map(|i| format!("k{}|{}\n", i % keys, big_value(codec, i, keys)))
-            .collect()
-    };
-    // Ours to Java: batches of up to --batch-size (256 KiB), about five values each.
-    let ours = unique("big-ours");
-    let topic_of: BTreeMap<&str, String> = BLOCK_CODECS
-        .iter()
-        .map(|c| (*c, format!("{ours}-{c}")))
-        .collect();
-    for (codec, topic) in &topic_of {
-        our_produce(topic, codec, 1, &input(codec));
-    }
-    assert_multi_block(&assert_stored(&topic_of, 1, lines as i64), 50_000);
-    let (records, stderr) = java_consume(&addr, &format!("{ours}-.*"), BLOCK_CODECS.len() * lines);
-    for codec in BLOCK_CODECS {
-        let of_codec = records
-            .iter()
-            .filter(|r| untag(&r.value).is_none_or(|(c, _)| c == codec))
-            .map(|r| (r.partition, r.key.as_str(), r.value.as_str()));
-        let problems = delivery_problems(of_codec, codec, lines, keys, true);
-        assert!(
-            problems.is_empty(),
-            "{codec}: Java's console consumer read {} records:\n{}\n--- its stderr:\n{stderr}",
-            records.len(),
-            problems.join("\n")
-        );
-    }
-
-    // Java to ours: Java's producer batches up to batch.size, so 256 KiB too.
-    let java = unique("big-java");
-    let topic_of: BTreeMap<&str, String> = BLOCK_CODECS
-        .iter()
-        .map(|c| (*c, format!("{java}-{c}")))
-        .collect();
-    std::thread::scope(|s| {
-        for (codec, topic) in &topic_of {
-            let (addr, input) = (&addr, input(codec));
-            s.spawn(move || {
-                produce_lines(topic, 1, "k", "");
-                java_produce(
-                    addr,
-                    topic,
-                    codec,
-                    &input,
-                    &["batch.size=262144", "linger.ms=200"],
-                );
-            });
-        }
-    });
-    assert_multi_block(&assert_stored(&topic_of, 1, lines as i64), 50_000);
-    for (codec, topic) in &topic_of {
-        let (records, stderr) = our_consume(&addr, topic);
-        let got = records
-            .iter()
-            .map(|r| (r.partition, r.key.as_str(), r.value.as_str()));
-        let problems = delivery_problems(got, codec, lines, keys, true);
-        assert!(
-            problems.is_empty(),
-            "{codec}: our consumer read {} records:\n{}\n--- its stderr:\n{stderr}",
-            records.len(),
-            problems.join("\n")
-        );
-    }
+    assert_delivered(&runs, "our consumer", &records, &stderr);
 }

@@ -70,15 +70,15 @@ fn log_dir(topic: &str) -> &'static str {
     })
 }
 
-/// Every batch stored for each of `topics` (which must have `partitions`
-/// partitions each), per topic in (partition, offset) order. Fails the test
-/// if a segment cannot be found or dumped.
-pub fn stored_batches(topics: &[&str], partitions: i32) -> BTreeMap<String, Vec<StoredBatch>> {
-    let dir = log_dir(topics[0]);
+/// Every batch stored for each of `topics` (name, partitions), per topic in
+/// (partition, offset) order, from one run of kafka-dump-log. Fails the
+/// test if a segment cannot be found or dumped.
+pub fn stored_batches(topics: &[(&str, i32)]) -> BTreeMap<String, Vec<StoredBatch>> {
+    let dir = log_dir(topics[0].0);
     let local = Path::new(dir).is_dir();
     // The segment files, each with its topic and partition.
     let mut files: Vec<(String, i32, String)> = Vec::new();
-    for topic in topics {
+    for &(topic, partitions) in topics {
         for p in 0..partitions {
             let pdir = format!("{dir}/{topic}-{p}");
             if local {
@@ -187,12 +187,13 @@ pub fn storage_problems(batches: &[StoredBatch], codec: &str, records: i64) -> V
     if data.is_empty() {
         problems.push("no data batch stored".to_string());
     }
+    // Per codec found instead: batches, records, the first batch.
+    let mut wrong: BTreeMap<&str, (usize, i64, &StoredBatch)> = BTreeMap::new();
     for b in &data {
         if b.codec != codec {
-            problems.push(format!(
-                "batch at {}/{} ({} records) stored as compresscodec {}, not {codec}",
-                b.partition, b.base_offset, b.count, b.codec
-            ));
+            let w = wrong.entry(b.codec.as_str()).or_insert((0, 0, b));
+            w.0 += 1;
+            w.1 += b.count;
         }
         if !b.valid {
             problems.push(format!(
@@ -200,6 +201,15 @@ pub fn storage_problems(batches: &[StoredBatch], codec: &str, records: i64) -> V
                 b.partition, b.base_offset
             ));
         }
+    }
+    for (other, (n, records, first)) in wrong {
+        problems.push(format!(
+            "{n} of {} batches ({records} records) stored as compresscodec {other}, \
+             not {codec}; the first at partition {} offset {}",
+            data.len(),
+            first.partition,
+            first.base_offset
+        ));
     }
     let stored: i64 = data.iter().map(|b| b.count).sum();
     if stored != records {
