@@ -57,7 +57,7 @@ pub struct ProducerArgs {
     #[arg(long, default_value_t = MAX_IN_FLIGHT_IDEMPOTENT, value_name = "N")]
     max_in_flight_requests: usize,
     /// Bytes of messages buffered before reading the input pauses.
-    #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
     buffer_memory: usize,
     /// How long the broker may take to answer one produce request, in milliseconds.
     #[arg(long, default_value_t = 30_000, value_name = "MS")]
@@ -263,12 +263,14 @@ async fn feed(
     let mut last_progress = tokio::time::Instant::now();
     tokio::pin!(stop);
     loop {
-        // Send the complete lines in buf[..end], keep the partial one.
+        // Send the complete lines in buf[..end], keep the partial one. They
+        // were read together: one clock reading stamps them all.
+        let now = crate::producer::now_ms();
         let mut start = 0;
         while let Some(nl) = memchr::memchr(b'\n', &buf[start..end]) {
             line_no += 1;
             let line = &buf[start..start + nl + 1];
-            send_line(producer, line, line_no, default_key, separator).await?;
+            send_line(producer, line, line_no, now, default_key, separator).await?;
             start += nl + 1;
         }
         buf.copy_within(start..end, 0);
@@ -281,7 +283,8 @@ async fn feed(
             _ = &mut stop => {
                 eprintln!("producer: signal received: sending what was read, then exiting");
                 if end > 0 {
-                    send_line(producer, &buf[..end], line_no + 1, default_key, separator).await?;
+                    let now = crate::producer::now_ms();
+                    send_line(producer, &buf[..end], line_no + 1, now, default_key, separator).await?;
                 }
                 return Ok(());
             }
@@ -291,7 +294,15 @@ async fn feed(
         };
         if n == 0 {
             if end > 0 {
-                send_line(producer, &buf[..end], line_no + 1, default_key, separator).await?;
+                send_line(
+                    producer,
+                    &buf[..end],
+                    line_no + 1,
+                    crate::producer::now_ms(),
+                    default_key,
+                    separator,
+                )
+                .await?;
             }
             return Ok(());
         }
@@ -311,6 +322,7 @@ async fn send_line(
     producer: &Producer,
     mut line: &[u8],
     line_no: u64,
+    timestamp_ms: i64,
     default_key: Option<&str>,
     separator: Option<&str>,
 ) -> Result<()> {
@@ -322,7 +334,7 @@ async fn send_line(
             "line {line_no} has no key separator and no default KEY was given"
         ))
     })?;
-    producer.send(key, value).await
+    producer.send_at(key, value, timestamp_ms).await
 }
 
 /// Splits a line into key and value per --key-separator (first occurrence).

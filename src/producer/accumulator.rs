@@ -103,9 +103,10 @@ impl Accumulator {
         let open = part.open.get_or_insert_with(|| {
             wake = true;
             Open {
-                // Grown as records arrive: many partitions must not each hold a
-                // whole batch of memory up front.
-                builder: BatchBuilder::with_capacity(cap.min(16 * 1024).max(size + 128)),
+                // Sized for a whole batch, so it never grows by copying; the
+                // pages of a large allocation are only touched as records
+                // arrive, and the budget bounds what arrives.
+                builder: BatchBuilder::with_capacity(cap.max(size + 128)),
                 numbers: Vec::new(),
                 budget: 0,
                 created: Instant::now(),

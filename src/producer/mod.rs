@@ -188,7 +188,7 @@ pub struct ProducerConfig {
 impl ProducerConfig {
     /// Defaults for `topic`, as Java's producer has them where it matters:
     /// partition by key, idempotent, acks=all, 5 requests in flight, 5 ms
-    /// linger, 256 KiB batches, 16 MiB of buffer, no compression.
+    /// linger, 256 KiB batches, 8 MiB of buffer, no compression.
     pub fn new(topic: impl Into<String>) -> Self {
         Self {
             topic: topic.into(),
@@ -202,7 +202,7 @@ impl ProducerConfig {
             acks: Acks::All,
             idempotence: true,
             max_in_flight: MAX_IN_FLIGHT_IDEMPOTENT,
-            buffer_memory: 16 * 1024 * 1024,
+            buffer_memory: 8 * 1024 * 1024,
             report: None,
         }
     }
@@ -359,6 +359,7 @@ impl Producer {
             &cfg,
             leaders,
             producer_id,
+            max_message,
             Arc::clone(&shared),
         );
         let max_record = match max_message {
@@ -401,14 +402,22 @@ impl Producer {
         }
     }
 
-    /// Queues one record, encoded into its partition's open batch; waits
-    /// while the buffer budget is spent. Records are numbered from 1 in the
-    /// order of `send` calls (the numbers of the report file).
+    /// Queues one record, encoded into its partition's open batch, stamped
+    /// with the current time; see [`send_at`](Self::send_at).
+    pub async fn send(&self, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+        self.send_at(key, value, now_ms()).await
+    }
+
+    /// Queues one record with create time `timestamp_ms` (milliseconds since
+    /// the Unix epoch), encoded into its partition's open batch; waits while
+    /// the buffer budget is spent. Records are numbered from 1 in the order
+    /// of `send` calls (the numbers of the report file). A caller sending
+    /// many records at once can read the clock once for all of them.
     ///
     /// Fails, without queuing the record, when it is larger than the topic
     /// takes, or when its partition stopped after a failed batch (nothing
     /// later is sent to it, so its order is never broken).
-    pub async fn send(&self, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+    pub async fn send_at(&self, key: Option<&[u8]>, value: &[u8], timestamp_ms: i64) -> Result<()> {
         let number = self.shared.counters.sent.fetch_add(1, Ordering::Relaxed) + 1;
         let size = crate::records::encode::BatchBuilder::record_size(key, value, &self.headers);
         if let Some((max, limit)) = self.max_record
@@ -422,14 +431,13 @@ impl Producer {
         }
         self.shared.budget.acquire(size, &self.shared).await;
         let p = self.partition_of(key);
-        let timestamp = now_ms();
         let outcome = self.shared.accumulator.lock().append(
             p as usize,
             number,
             key,
             value,
             &self.headers,
-            timestamp,
+            timestamp_ms,
             size,
         );
         match outcome {
@@ -493,7 +501,9 @@ impl Producer {
     }
 }
 
-fn now_ms() -> i64 {
+/// The wall clock in milliseconds since the Unix epoch, as record
+/// timestamps count.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -144,6 +144,9 @@ pub struct Sender {
     bump_running: bool,
     fatal: Option<String>,
     principal: String,
+    /// The topic's `max.message.bytes`, if it could be read: named when the
+    /// broker refuses a batch as too large.
+    max_message: Option<u64>,
 }
 
 impl Sender {
@@ -153,6 +156,7 @@ impl Sender {
         cfg: &ProducerConfig,
         leaders: Leaders,
         producer: Option<ProducerId>,
+        max_message: Option<u64>,
         shared: Arc<Shared>,
     ) -> Self {
         let parts = leaders
@@ -202,6 +206,7 @@ impl Sender {
             bump_running: false,
             fatal: None,
             principal,
+            max_message,
             cluster,
         }
     }
@@ -444,7 +449,13 @@ impl Sender {
                 else {
                     unreachable!("checked above");
                 };
-                let sent = pipe.send(token, &request.0, version, self.acks != Acks::None);
+                let sent = pipe.send(
+                    token,
+                    &request.0,
+                    version,
+                    self.acks != Acks::None,
+                    request.2,
+                );
                 *in_flight += 1;
                 for &p in &partitions {
                     let part = &mut self.parts[p as usize];
@@ -478,7 +489,11 @@ impl Sender {
 
     /// The next request for `node`: the next batch of each partition it
     /// leads that may send now, up to the request size limit.
-    fn build_request(&mut self, node: i32, now: Instant) -> Option<(ProduceRequest, Vec<i32>)> {
+    fn build_request(
+        &mut self,
+        node: i32,
+        now: Instant,
+    ) -> Option<(ProduceRequest, Vec<i32>, usize)> {
         let mut data = Vec::new();
         let mut partitions = Vec::new();
         let mut size = 0;
@@ -537,7 +552,9 @@ impl Sender {
                     .with_name(TopicName(StrBytes::from_string(self.topic.clone())))
                     .with_partition_data(data),
             ]);
-        Some((request, partitions))
+        // Frame size: the batches plus headers (topic, partition, lengths).
+        let frame = size + 256 + self.topic.len() + 16 * partitions.len();
+        Some((request, partitions, frame))
     }
 
     fn on_reply(&mut self, reply: Reply) {
@@ -658,8 +675,11 @@ impl Sender {
                     || error == Some(ResponseError::RecordListTooLarge) =>
             {
                 Verdict::Fatal(format!(
-                    "{described}: a batch of {} bytes is over the topic's max.message.bytes (raise it, or lower --batch-size)",
-                    part.queue[idx].data.len()
+                    "{described}: a batch of {} bytes is over the topic's max.message.bytes{} (raise it, or lower --batch-size)",
+                    part.queue[idx].data.len(),
+                    self.max_message
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
                 ))
             }
             Verdict::Fatal(_) if error == Some(ResponseError::TopicAuthorizationFailed) => {

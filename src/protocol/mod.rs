@@ -585,6 +585,7 @@ impl Connection {
             request_header_version,
             correlation_id,
             &self.config.client_id,
+            256,
             encode_body,
         )
         .map_err(|detail| ProtocolError::Encode {
@@ -655,6 +656,7 @@ fn encode_frame(
     header_version: i16,
     correlation_id: i32,
     client_id: &str,
+    capacity: usize,
     encode_body: impl FnOnce(&mut BytesMut) -> Result<(), String>,
 ) -> Result<Bytes, String> {
     let header = RequestHeader::default()
@@ -662,7 +664,7 @@ fn encode_frame(
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
-    let mut buf = BytesMut::with_capacity(256);
+    let mut buf = BytesMut::with_capacity(capacity);
     buf.put_i32(0); // length placeholder, patched below
     header
         .encode(&mut buf, header_version)
@@ -852,7 +854,7 @@ mod tests {
 
     #[test]
     fn frame_has_length_prefix_and_v1_header() {
-        let frame = encode_frame(ApiKey::FindCoordinator, 2, 1, 7, CLIENT_ID, |b| {
+        let frame = encode_frame(ApiKey::FindCoordinator, 2, 1, 7, CLIENT_ID, 256, |b| {
             b.put_slice(b"xy");
             Ok(())
         })
@@ -869,7 +871,8 @@ mod tests {
 
     #[test]
     fn flexible_header_ends_with_empty_tag_buffer() {
-        let frame = encode_frame(ApiKey::OffsetCommit, 9, 2, 1, CLIENT_ID, |_| Ok(())).unwrap();
+        let frame =
+            encode_frame(ApiKey::OffsetCommit, 9, 2, 1, CLIENT_ID, 256, |_| Ok(())).unwrap();
         // length + key + version + correlation + client id + tag count 0
         assert_eq!(frame.len(), 4 + 2 + 2 + 4 + 2 + CLIENT_ID.len() + 1);
         assert_eq!(*frame.last().unwrap(), 0);

@@ -159,13 +159,15 @@ impl Pipeline {
 
     /// Queues `request` at `version`; its reply arrives tagged `token`.
     /// With `expect_response` false (a produce with acks=0) the reply is an
-    /// empty body as soon as the request is written.
+    /// empty body as soon as the request is written. `size_hint` (bytes)
+    /// sizes the frame buffer so that large requests are not regrown.
     pub fn send<R: ApiRequest>(
         &mut self,
         token: u64,
         request: &R,
         version: i16,
         expect_response: bool,
+        size_hint: usize,
     ) -> Result<(), ProtocolError> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
@@ -175,6 +177,7 @@ impl Pipeline {
             R::header_version(version),
             correlation_id,
             &self.client_id,
+            size_hint,
             |buf: &mut BytesMut| request.encode(buf, version).map_err(|e| e.to_string()),
         )
         .map_err(|detail| ProtocolError::Encode {
