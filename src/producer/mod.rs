@@ -338,10 +338,15 @@ impl Producer {
             Some(path) => Some(report::Report::create(path)?),
             None => None,
         };
-        // One batch may not exceed what the topic accepts.
-        let batch_cap = match max_message {
-            Some(m) if cfg.compression == Compression::None => cfg.batch_bytes.min(m as usize),
-            _ => cfg.batch_bytes,
+        // One batch may not exceed what the topic accepts. Compressed, only
+        // the broker can tell, but a batch whose records fit uncompressed
+        // fits compressed too, give or take the codec's framing (a little
+        // for incompressible data): so a record too large to share a batch
+        // goes alone, and only it is refused.
+        let batch_cap = match max_message.map(|m| m as usize) {
+            Some(m) if cfg.compression == Compression::None => cfg.batch_bytes.min(m),
+            Some(m) => cfg.batch_bytes.min(m.saturating_sub(m / 64 + 128)).max(1),
+            None => cfg.batch_bytes,
         };
         let shared = Arc::new(Shared {
             accumulator: parking_lot::Mutex::new(Accumulator::new(
