@@ -64,42 +64,19 @@ fi
 
 # The commands and the settings each runs with.
 declare -A cmd settings
-help=$("$producer" --help 2>&1 || true)
-has_flag() { grep -qE -- "^ *(-[A-Za-z], )?--$1([ =]|\$)" <<<"$help"; }
-flag_default() { # the [default: X] of --FLAG, on its line or in the description under it
-  awk -v f="$1" '/^ *-/ { on = ($0 ~ "^ *(-[A-Za-z], )?--" f "([ =]|$)") }
-    on && /\[default: / { sub(/.*\[default: /, ""); sub(/\].*/, ""); print; exit }' <<<"$help"
-}
-ours_args=(--key-separator '|' --input "$input")
-ours_set=""
-has_flag linger-ms && { ours_args+=(--linger-ms 5); ours_set="linger.ms=5"; }
-# BENCH_OURS_BATCH_SIZE: unset, the producer's default. --batch-size 1048576 (even
-# 1000000) fails today: the encoded batch outgrows the broker's message.max.bytes
-# (1048588), the broker answers MessageTooLarge, the producer exits 6.
-if has_flag batch-size; then
-  if [ -n "${BENCH_OURS_BATCH_SIZE:-}" ]; then
-    ours_args+=(--batch-size "$BENCH_OURS_BATCH_SIZE"); ours_set+=" batch.size=$BENCH_OURS_BATCH_SIZE"
-  else
-    ours_set+=" batch.size=$(flag_default batch-size) (default)"
-  fi
-fi
-for f in acks idempotence buffer-memory compression; do
-  if has_flag "$f"; then
-    ours_set+=" $f=$(flag_default "$f")"; ours_set=${ours_set%=}
-  else
-    case $f in
-      acks) ours_set+=" acks=all (fixed, no flag)" ;;
-      idempotence) ours_set+=" idempotence=off (no flag yet)" ;;
-      compression) ours_set+=" compression=none" ;;
-    esac
-  fi
-done
+# Ours runs with its defaults (idempotent, acks=all, 5 requests in flight per
+# connection, 256 KiB batches, 8 MiB buffer) and the same linger as kcat;
+# BENCH_OURS_ARGS adds flags (e.g. "--batch-size 1048576 --buffer-memory 16777216").
+ours_args=(--key-separator '|' --input "$input" --linger-ms 5)
+# shellcheck disable=SC2206
+ours_args+=(${BENCH_OURS_ARGS:-})
+ours_set="linger.ms=5, defaults otherwise: acks=all enable.idempotence=true max.in.flight.requests.per.connection=5 batch.size=262144 buffer.memory=8388608 compression none${BENCH_OURS_ARGS:+; plus $BENCH_OURS_ARGS}"
 cmd[ours]="$producer --key-separator '|' --input $input ${ours_args[*]:4} $broker TOPIC"
 settings[ours]="${ours_set# }"
 
 kcat_x=(-X linger.ms=5 -X enable.idempotence=true -X partitioner=murmur2_random)
 cmd[kcat]="kcat -P -b $broker -t TOPIC -K '|' ${kcat_x[*]} -l $input"
-settings[kcat]="librdkafka defaults (acks=all, batch.size=1000000, compression none) + linger.ms=5, enable.idempotence=true (like ours will be by default), partitioner=murmur2_random (Java's key->partition map)"
+settings[kcat]="librdkafka defaults (acks=all, batch.size=1000000, compression none) + linger.ms=5, enable.idempotence=true (as ours by default), partitioner=murmur2_random (Java's key->partition map)"
 java_props=(bootstrap.servers="$broker" acks=all linger.ms=5 enable.idempotence=true)
 cmd[java]="docker/kafka-local.sh tool producer-perf-test --topic TOPIC --num-records $lines --record-size $value_size --throughput -1 --producer-props ${java_props[*]}"
 settings[java]="acks=all linger.ms=5 enable.idempotence=true, Java defaults otherwise (batch.size=16384, compression none); unkeyed random values, no input file"
@@ -207,7 +184,6 @@ notes=(
   "java: ProducerPerformance sends unkeyed random 100-byte values and reads no file; its wall time includes JVM start-up (and the launcher's bash); its own figure (median ${own[java]} msg/s) starts after the KafkaProducer is built and ends after close(), so it leaves out JVM start-up; its own MB/sec is MiB"
   "kcat: ${cmd[kcat]}"
   "ours: ${cmd[ours]}"
-  "ours: batch.size is the producer's default unless BENCH_OURS_BATCH_SIZE is set: 1048576 (and 1000000) make batches over the broker's message.max.bytes (1048588) today, MessageTooLarge"
   "peak RSS: the highest of any run (for java: the JVM)"
   "load average at the start: $load, at the end: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores); other work on the machine spreads the times"
 )
