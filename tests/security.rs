@@ -677,8 +677,27 @@ fn missing_acls_are_named() {
         args.extend(acl);
         common::kafka_tool("acls", &args);
     }
+    // Idempotent (the default), the producer id is refused first: the
+    // broker grants it to a principal with Write on some topic (KIP-679).
     let mut args = props_args(&mallory, &[]);
     args.extend([topic.clone(), "k".into()]);
+    expect_failure(
+        &args,
+        7,
+        &[
+            "CLUSTER_AUTHORIZATION_FAILED",
+            "User:mallory WRITE",
+            &format!("Topic:{topic}"),
+        ],
+    );
+    // Without idempotence the produce request itself is refused.
+    let mut args = props_args(&mallory, &[]);
+    args.extend([
+        "--idempotence".into(),
+        "false".into(),
+        topic.clone(),
+        "k".into(),
+    ]);
     expect_failure(
         &args,
         7,
@@ -961,9 +980,10 @@ fn an_oauthbearer_token_file_is_read_again_when_the_token_expires() {
 
 #[test]
 fn the_producer_outlives_its_sessions_and_writes_each_line_once() {
-    // rskafka's connections do not re-authenticate: when a 5 s session ends,
-    // the broker closes the connection at the next request, and the
-    // producer reconnects (authenticating again) and sends it there.
+    // The producer's pipelined connections are retired at 85 % of a 5 s
+    // session and replaced by a freshly authenticated one; a connection the
+    // broker closes anyway is replaced too. Seven lines over 14 s cross
+    // several session lifetimes.
     let props = sasl_plaintext_scram();
     let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let topic = unique("sec-slow");

@@ -27,15 +27,18 @@ pub type ProducerId = (i64, i16);
 /// Obtains a producer id from any broker (an idempotent producer without a
 /// transactional id needs no coordinator), or, with `current`, bumps its
 /// epoch (KIP-360). Retries retriable errors for up to the connect timeout.
+/// A refusal names the smallest ACL that allows it: Write on `topic`
+/// (KIP-679; IdempotentWrite on the cluster works too).
 pub async fn init_producer_id(
     cluster: &ClusterConfig,
+    topic: &str,
     current: Option<ProducerId>,
 ) -> Result<ProducerId> {
     let deadline =
         tokio::time::Instant::now() + cluster.connect_timeout.max(Duration::from_secs(5));
     let mut backoff = Duration::from_millis(100);
     loop {
-        let failure = match attempt(cluster, current).await {
+        let failure = match attempt(cluster, topic, current).await {
             Ok(id) => return Ok(id),
             Err(Attempt::Final(e)) => return Err(e),
             Err(Attempt::Retry(e)) => e,
@@ -56,6 +59,7 @@ enum Attempt {
 
 async fn attempt(
     cluster: &ClusterConfig,
+    topic: &str,
     current: Option<ProducerId>,
 ) -> std::result::Result<ProducerId, Attempt> {
     let context = "obtaining a producer id (InitProducerId)";
@@ -94,8 +98,8 @@ async fn attempt(
             Some(ResponseError::ClusterAuthorizationFailed) => Err(Attempt::Final(Error::denied(
                 "CLUSTER_AUTHORIZATION_FAILED",
                 &cluster.security.principal_hint(),
-                "IdempotentWrite (or Write on the topic)",
-                "Cluster:kafka-cluster",
+                "Write",
+                &format!("Topic:{topic}"),
             ))),
             Some(e) if e.is_retriable() => {
                 Err(Attempt::Retry(Error::kafka(context, format!("{e:?}: {e}"))))

@@ -330,7 +330,7 @@ impl Producer {
             .flatten()
             .and_then(|v| v.parse::<u64>().ok());
         let producer_id = if cfg.idempotence {
-            Some(idempotence::init_producer_id(cluster, None).await?)
+            Some(idempotence::init_producer_id(cluster, &cfg.topic, None).await?)
         } else {
             None
         };

@@ -374,10 +374,12 @@ impl Sender {
                 }) => {
                     // A SASL session about to end: let the requests on it
                     // finish, then open a new connection.
+                    // A connection the broker closed while idle is replaced
+                    // too (one with requests in flight fails them first).
                     let retire = pipe
                         .retire_at()
                         .is_some_and(|at| now >= Instant::from_std(at));
-                    retire && *in_flight == 0
+                    (retire || pipe.is_broken()) && *in_flight == 0
                 }
                 Some(Link::Connecting) => false,
             };
@@ -398,9 +400,10 @@ impl Sender {
             self.bump_running = true;
             let (cluster, current, tx) =
                 (self.cluster.clone(), self.producer, self.events_tx.clone());
+            let topic = self.topic.clone();
             tokio::spawn(async move {
                 let _ = tx.send(Event::Bumped(
-                    idempotence::init_producer_id(&cluster, current).await,
+                    idempotence::init_producer_id(&cluster, &topic, current).await,
                 ));
             });
         }
