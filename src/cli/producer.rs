@@ -218,8 +218,12 @@ pub async fn main(args: ProducerArgs) -> Result<()> {
     )
     .await;
     let summary = producer.close().await;
+    let retried = match summary.retried_batches {
+        0 => String::new(),
+        n => format!(", {n} batch(es) sent again after errors"),
+    };
     eprintln!(
-        "producer: {} sent, {} acknowledged, {} failed to topic '{}' in {:.2} s ({:.0} msg/s)",
+        "producer: {} sent, {} acknowledged, {} failed to topic '{}' in {:.2} s ({:.0} msg/s){retried}",
         summary.sent,
         summary.acknowledged,
         summary.failed,

@@ -45,7 +45,7 @@ impl Report {
     /// (`None`: offsets unknown, acks=0).
     pub fn written(&self, numbers: &[u64], partition: i32, base_offset: Option<i64>) {
         let mut out = self.out.lock();
-        let mut line = itoa_buffer();
+        let mut line = String::with_capacity(48);
         for (i, n) in numbers.iter().enumerate() {
             let offset = base_offset.map_or(-1, |b| b + i as i64);
             line.clear();
@@ -87,8 +87,4 @@ impl ReportFile {
             self.error = Some(e);
         }
     }
-}
-
-fn itoa_buffer() -> String {
-    String::with_capacity(48)
 }

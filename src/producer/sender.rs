@@ -1009,7 +1009,11 @@ impl Sender {
                 .parts
                 .iter()
                 .any(|p| p.retry_at.is_some() && !p.queue.is_empty())
-            || self.links.values().any(|l| matches!(l, Link::Down { .. }))
+            || self.parts.iter().any(|p| {
+                !p.queue.is_empty()
+                    && p.leader
+                        .is_some_and(|n| matches!(self.links.get(&n), Some(Link::Down { .. })))
+            })
     }
 
     fn finished(&self) -> bool {

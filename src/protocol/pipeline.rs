@@ -294,15 +294,18 @@ async fn read_loop(
                         });
                         continue;
                     }
-                    Err(detail) => Some((
-                        p,
-                        ProtocolError::Decode {
-                            broker: broker.clone(),
-                            api: ApiKey::Produce,
-                            version: -1,
-                            detail,
-                        },
-                    )),
+                    Err(detail) => {
+                        let api = p.api;
+                        Some((
+                            p,
+                            ProtocolError::Decode {
+                                broker: broker.clone(),
+                                api,
+                                version: -1,
+                                detail,
+                            },
+                        ))
+                    }
                 }
             }
             (Ok(_), None) => None,
