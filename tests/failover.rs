@@ -2,6 +2,10 @@
 //! replication factor 3, min.insync.replicas 2): a group member keeps
 //! reading, in per-key order and without repeats, while the leader of a
 //! partition and then the group's coordinator are killed and restarted.
+//!
+//! The tests share one cluster, started by the first of them and stopped
+//! when the test binary exits; they take turns on it, since each crashes its
+//! nodes (and the machine has two cores).
 
 mod common;
 
@@ -10,55 +14,92 @@ use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::broker::launcher;
 use common::{consumer, producer, run_with_input, unique};
 
 /// Node 1's port; nodes 2 and 3 are 10 and 20 above.
 const BASE_PORT: u16 = 9392;
+const NODES: [u16; 3] = [1, 2, 3];
 
 fn node_port(node: u16) -> u16 {
     BASE_PORT + 10 * (node - 1)
 }
 
 fn bootstrap() -> String {
-    (1..=3)
+    NODES
         .map(|n| format!("127.0.0.1:{}", node_port(n)))
-        .collect::<Vec<_>>()
         .join(",")
 }
 
-fn launcher(verb: &str, env: &[(&str, String)]) -> std::process::Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kafka-local.sh");
-    let mut cmd = Command::new("bash");
-    cmd.arg(script).arg(verb);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+/// The launcher's environment for the whole cluster.
+fn cluster_env() -> [(&'static str, String); 2] {
+    [
+        ("KAFKA_NODES", "3".to_string()),
+        ("KAFKA_PORT", BASE_PORT.to_string()),
+    ]
 }
 
-/// The three-node cluster, started from the launcher and stopped on drop.
+/// The launcher's environment for one node.
+fn node_env(node: u16) -> [(&'static str, String); 1] {
+    [("KAFKA_PORT", node_port(node).to_string())]
+}
+
+/// The three-node cluster the tests share (see the module docs).
 struct Cluster;
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static TURN: Mutex<()> = Mutex::new(());
+
+/// Waits for this test's turn on the cluster, starting the cluster the
+/// first time, and restarting any node an earlier (failed) test left down.
+fn take_turn() -> (MutexGuard<'static, ()>, &'static Cluster) {
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = CLUSTER.get_or_init(Cluster::start);
+    cluster.heal();
+    (turn, cluster)
+}
+
+/// Stops the cluster when the test binary exits (statics are never
+/// dropped). It must not panic: that would abort the process.
+extern "C" fn stop_cluster_at_exit() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kafka-local.sh");
+    let _ = Command::new("bash")
+        .arg(script)
+        .arg("down")
+        .envs(cluster_env())
+        .output();
+}
 
 impl Cluster {
     fn start() -> Self {
-        let env = [
-            ("KAFKA_NODES", "3".to_string()),
-            ("KAFKA_PORT", BASE_PORT.to_string()),
-        ];
-        let _ = launcher("down", &env);
-        let up = launcher("up", &env);
+        let _ = launcher("down", &cluster_env());
+        let up = launcher("up", &cluster_env());
         assert!(
             up.status.success(),
             "{}",
             String::from_utf8_lossy(&up.stderr)
         );
+        // SAFETY: atexit(3) with a function that takes nothing and never unwinds.
+        let rc = unsafe { libc::atexit(stop_cluster_at_exit) };
+        assert_eq!(rc, 0, "atexit");
         Cluster
     }
 
+    /// Restarts the nodes that are not running.
+    fn heal(&self) {
+        for node in NODES {
+            if !launcher("status", &node_env(node)).status.success() {
+                eprintln!("failover: node {node} was down: restarting it");
+                self.restart(node);
+            }
+        }
+    }
+
     fn kill(&self, node: u16) {
-        let out = launcher("kill", &[("KAFKA_PORT", node_port(node).to_string())]);
+        let out = launcher("kill", &node_env(node));
         assert!(
             out.status.success(),
             "{}",
@@ -66,8 +107,9 @@ impl Cluster {
         );
     }
 
+    /// Starts a killed node again; returns once it serves metadata.
     fn restart(&self, node: u16) {
-        let out = launcher("restart", &[("KAFKA_PORT", node_port(node).to_string())]);
+        let out = launcher("restart", &node_env(node));
         assert!(
             out.status.success(),
             "{}",
@@ -112,18 +154,6 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = launcher(
-            "down",
-            &[
-                ("KAFKA_NODES", "3".to_string()),
-                ("KAFKA_PORT", BASE_PORT.to_string()),
-            ],
-        );
-    }
-}
-
 /// Produces `rounds` for each of 30 keys (`k<i>` → `k<i>:<seq>`).
 fn produce(topic: &str, rounds: std::ops::Range<usize>, create: bool) {
     let mut lines = String::new();
@@ -160,7 +190,7 @@ fn a_group_member_reads_on_through_leader_and_coordinator_crashes() {
             started.elapsed().as_secs_f64()
         )
     };
-    let cluster = Cluster::start();
+    let (_turn, cluster) = take_turn();
     phase("cluster up");
     let topic = unique("failover");
     let group = unique("failover-g");
