@@ -366,6 +366,12 @@ const PARTITIONS: &str = "6";
 /// buffer: it shows acknowledgements in steps of some 16,000 lines.
 const CHUNK: usize = 5_000;
 const AHEAD: usize = 40_000;
+/// Lines fed in one go right before the kill, so the producer is busy
+/// sending them when the leader dies: their write returns once the
+/// producer has read all but a pipe's worth (64 KiB, some 5,000 lines).
+/// Without it the producer, faster than the report shows, has often sent
+/// everything it was given by then, and the kill lands between batches.
+const BURST: usize = 40_000;
 /// The longest the test waits for the report to grow: past the producer's
 /// delivery timeout (120 s), so a partition that stalls shows up as lines
 /// the report says failed, with the producer's reason.
@@ -494,12 +500,14 @@ fn the_producer_writes_through_a_leader_crash_losing_and_repeating_nothing() {
     let feeder = Feeder::start(writer.0.stdin.take().unwrap(), KEYS);
 
     // Feed the input paced by the acknowledgements. Once a third of the
-    // lines are acknowledged, the leader of the busiest partition is killed;
-    // once two thirds are, it is restarted (in a thread: the feeding must
-    // not pause).
+    // lines are acknowledged, the leader of the busiest partition is killed
+    // right after a burst of input; once two thirds are, it is restarted (in
+    // a thread: the feeding must not pause).
     let mut tail = ReportTail::new(&report);
     let mut seen: Vec<String> = Vec::new();
     let mut fed = 0;
+    // Ranges handed to the feeder, and those it has reported written.
+    let (mut ranges, mut written) = (0, 0);
     let mut crash: Option<Crash> = None;
     let mut restarting: Option<JoinHandle<()>> = None;
     let mut progress = (0, Instant::now());
@@ -520,6 +528,15 @@ fn the_producer_writes_through_a_leader_crash_losing_and_repeating_nothing() {
                 .find(|p| p.partition == partition)
                 .and_then(|p| p.leader)
                 .unwrap_or_else(|| panic!("no leader of partition {partition}: {leaders:?}"));
+            let end = (fed + BURST).min(LINES);
+            feeder.feed(fed..end);
+            (fed, ranges) = (end, ranges + 1);
+            while written < ranges {
+                if !feeder.written(30) {
+                    stopped_reading(writer, writer_log);
+                }
+                written += 1;
+            }
             let running = writer.0.try_wait().unwrap().is_none();
             assert!(running, "the producer exited before the crash");
             cluster.kill(node);
@@ -547,7 +564,7 @@ fn the_producer_writes_through_a_leader_crash_losing_and_repeating_nothing() {
         if fed < acked + AHEAD {
             let end = (fed + CHUNK).min(LINES);
             feeder.feed(fed..end);
-            fed = end;
+            (fed, ranges) = (end, ranges + 1);
             continue;
         }
         if writer.0.try_wait().unwrap().is_some() {
