@@ -1,64 +1,146 @@
 //! Broker crashes in a three-node cluster (the launcher's `KAFKA_NODES=3`,
-//! replication factor 3, min.insync.replicas 2): a group member keeps
-//! reading, in per-key order and without repeats, while the leader of a
-//! partition and then the group's coordinator are killed and restarted.
+//! replication factor 3, min.insync.replicas 2), under our two binaries:
+//!
+//! * a group member keeps reading, in per-key order and without repeats,
+//!   while the leader of a partition and then the group's coordinator are
+//!   killed and restarted;
+//! * the producer (idempotent, pipelined: issue 9) keeps writing 200,000
+//!   keyed lines while the leader of a busy partition is SIGKILLed and later
+//!   restarted: every line ends up in the log once, in per-key order, at the
+//!   offset the producer reported, and the crashed node rejoins the ISR.
+//!
+//! The tests share one cluster, started by the first of them and stopped
+//! when the test binary exits; they take turns on it, since each crashes its
+//! nodes (and the machine has two cores).
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::BufRead;
-use std::path::Path;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::broker::launcher;
+use common::processes::{Feeder, Running, collect, fail_with_log, spawn_member, stopped_reading};
+use common::sequences::{Ack, Tally, read_log, read_report, report_problems};
 use common::{consumer, producer, run_with_input, unique};
 
 /// Node 1's port; nodes 2 and 3 are 10 and 20 above.
 const BASE_PORT: u16 = 9392;
+const NODES: [u16; 3] = [1, 2, 3];
 
 fn node_port(node: u16) -> u16 {
     BASE_PORT + 10 * (node - 1)
 }
 
 fn bootstrap() -> String {
-    (1..=3)
+    NODES
         .map(|n| format!("127.0.0.1:{}", node_port(n)))
-        .collect::<Vec<_>>()
         .join(",")
 }
 
-fn launcher(verb: &str, env: &[(&str, String)]) -> std::process::Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kafka-local.sh");
-    let mut cmd = Command::new("bash");
-    cmd.arg(script).arg(verb);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+/// The launcher's environment for the whole cluster.
+fn cluster_env() -> [(&'static str, String); 2] {
+    [
+        ("KAFKA_NODES", "3".to_string()),
+        ("KAFKA_PORT", BASE_PORT.to_string()),
+    ]
 }
 
-/// The three-node cluster, started from the launcher and stopped on drop.
+/// The launcher's environment for one node.
+fn node_env(node: u16) -> [(&'static str, String); 1] {
+    [("KAFKA_PORT", node_port(node).to_string())]
+}
+
+/// The three-node cluster the tests share (see the module docs).
 struct Cluster;
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static TURN: Mutex<()> = Mutex::new(());
+
+/// Waits for this test's turn on the cluster, starting the cluster the
+/// first time, and restarting any node an earlier (failed) test left down.
+fn take_turn() -> (MutexGuard<'static, ()>, &'static Cluster) {
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = CLUSTER.get_or_init(Cluster::start);
+    cluster.heal();
+    (turn, cluster)
+}
+
+/// Stops the cluster when the test binary exits (statics are never
+/// dropped). It must not panic: that would abort the process.
+extern "C" fn stop_cluster_at_exit() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kafka-local.sh");
+    let _ = Command::new("bash")
+        .arg(script)
+        .arg("down")
+        .envs(cluster_env())
+        .output();
+}
+
+/// One partition as `kafka-topics --describe` shows it.
+#[derive(Debug)]
+struct PartitionState {
+    partition: i32,
+    leader: Option<u16>,
+    replicas: Vec<u16>,
+    isr: Vec<u16>,
+}
+
+impl PartitionState {
+    /// Parses `\tTopic: t\tPartition: 0\tLeader: 2\tReplicas: 2,3,1\tIsr: 2,3,1...`.
+    fn parse(line: &str) -> Option<PartitionState> {
+        let fields: BTreeMap<&str, &str> = line
+            .split('\t')
+            .filter_map(|f| f.trim_start().split_once(": "))
+            .collect();
+        let nodes = |list: &str| -> Vec<u16> {
+            list.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        };
+        Some(PartitionState {
+            partition: fields.get("Partition")?.trim().parse().ok()?,
+            // "none" while no replica can lead.
+            leader: fields.get("Leader")?.trim().parse().ok(),
+            replicas: nodes(fields.get("Replicas")?),
+            isr: nodes(fields.get("Isr")?),
+        })
+    }
+}
 
 impl Cluster {
     fn start() -> Self {
-        let env = [
-            ("KAFKA_NODES", "3".to_string()),
-            ("KAFKA_PORT", BASE_PORT.to_string()),
-        ];
-        let _ = launcher("down", &env);
-        let up = launcher("up", &env);
+        let _ = launcher("down", &cluster_env());
+        let up = launcher("up", &cluster_env());
         assert!(
             up.status.success(),
             "{}",
             String::from_utf8_lossy(&up.stderr)
         );
+        // SAFETY: atexit(3) with a function that takes nothing and never unwinds.
+        let rc = unsafe { libc::atexit(stop_cluster_at_exit) };
+        assert_eq!(rc, 0, "atexit");
         Cluster
     }
 
+    /// Restarts the nodes that are not running.
+    fn heal(&self) {
+        for node in NODES {
+            if !launcher("status", &node_env(node)).status.success() {
+                eprintln!("failover: node {node} was down: restarting it");
+                self.restart(node);
+            }
+        }
+    }
+
     fn kill(&self, node: u16) {
-        let out = launcher("kill", &[("KAFKA_PORT", node_port(node).to_string())]);
+        let out = launcher("kill", &node_env(node));
         assert!(
             out.status.success(),
             "{}",
@@ -66,8 +148,9 @@ impl Cluster {
         );
     }
 
+    /// Starts a killed node again; returns once it serves metadata.
     fn restart(&self, node: u16) {
-        let out = launcher("restart", &[("KAFKA_PORT", node_port(node).to_string())]);
+        let out = launcher("restart", &node_env(node));
         assert!(
             out.status.success(),
             "{}",
@@ -83,16 +166,24 @@ impl Cluster {
         String::from_utf8_lossy(&common::kafka_tool(name, &all).stdout).into_owned()
     }
 
+    /// `kafka-topics --describe` of `topic`, through node `via`: the text,
+    /// and its partitions in order.
+    fn describe(&self, topic: &str, via: u16) -> (String, Vec<PartitionState>) {
+        let text = self.tool("topics", via, &["--describe", "--topic", topic]);
+        let mut partitions: Vec<PartitionState> =
+            text.lines().filter_map(PartitionState::parse).collect();
+        partitions.sort_by_key(|p| p.partition);
+        (text, partitions)
+    }
+
     /// The node leading `partition` of `topic`, as Kafka's tool describes it.
     fn leader(&self, topic: &str, partition: i32, via: u16) -> u16 {
-        let described = self.tool("topics", via, &["--describe", "--topic", topic]);
-        described
-            .lines()
-            .find(|l| l.contains(&format!("Partition: {partition}\t")))
-            .and_then(|l| l.split("Leader: ").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|id| id.parse().ok())
-            .unwrap_or_else(|| panic!("no leader in: {described}"))
+        let (text, partitions) = self.describe(topic, via);
+        partitions
+            .iter()
+            .find(|p| p.partition == partition)
+            .and_then(|p| p.leader)
+            .unwrap_or_else(|| panic!("no leader of partition {partition} in: {text}"))
     }
 
     /// The node coordinating `group`.
@@ -109,18 +200,6 @@ impl Cluster {
             .and_then(|rest| rest.split(')').next())
             .and_then(|id| id.trim().parse().ok())
             .unwrap_or_else(|| panic!("no coordinator in: {described}"))
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = launcher(
-            "down",
-            &[
-                ("KAFKA_NODES", "3".to_string()),
-                ("KAFKA_PORT", BASE_PORT.to_string()),
-            ],
-        );
     }
 }
 
@@ -160,7 +239,7 @@ fn a_group_member_reads_on_through_leader_and_coordinator_crashes() {
             started.elapsed().as_secs_f64()
         )
     };
-    let cluster = Cluster::start();
+    let (_turn, cluster) = take_turn();
     phase("cluster up");
     let topic = unique("failover");
     let group = unique("failover-g");
@@ -269,4 +348,336 @@ fn a_group_member_reads_on_through_leader_and_coordinator_crashes() {
         .filter_map(|l| l.split_whitespace().nth(3)?.parse::<i64>().ok())
         .sum();
     assert_eq!(committed, 1800, "{described}");
+}
+
+/// A file under the test's scratch directory.
+fn scratch(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+/// Lines, keys and partitions of the producer's run.
+const LINES: usize = 200_000;
+const KEYS: usize = 100;
+const PARTITIONS: &str = "6";
+/// The producer is fed this many lines at a time, and at most [`AHEAD`]
+/// lines beyond those its report shows acknowledged, so the input is still
+/// flowing when a node is killed (the producer would otherwise read all of
+/// it, a few MB, within a second). The report is written through a 256 KiB
+/// buffer: it shows acknowledgements in steps of some 16,000 lines.
+const CHUNK: usize = 5_000;
+const AHEAD: usize = 40_000;
+/// Lines fed in one go right before the kill, so the producer is busy
+/// sending them when the leader dies: their write returns once the
+/// producer has read all but a pipe's worth (64 KiB, some 5,000 lines).
+/// Without it the producer, faster than the report shows, has often sent
+/// everything it was given by then, and the kill lands between batches.
+const BURST: usize = 40_000;
+/// The longest the test waits for the report to grow: past the producer's
+/// delivery timeout (120 s), so a partition that stalls shows up as lines
+/// the report says failed, with the producer's reason.
+const STALL: Duration = Duration::from_secs(135);
+
+/// The producer's `--report` as it grows: how many lines it shows
+/// acknowledged, and in which partitions.
+struct ReportTail {
+    path: PathBuf,
+    file: Option<File>,
+    partial: Vec<u8>,
+    acked: usize,
+    failed: usize,
+    per_partition: BTreeMap<i32, usize>,
+}
+
+impl ReportTail {
+    fn new(path: &Path) -> ReportTail {
+        ReportTail {
+            path: path.to_path_buf(),
+            file: None,
+            partial: Vec::new(),
+            acked: 0,
+            failed: 0,
+            per_partition: BTreeMap::new(),
+        }
+    }
+
+    /// Reads what was appended since the last call; returns the lines
+    /// acknowledged so far.
+    fn poll(&mut self) -> usize {
+        if self.file.is_none() {
+            self.file = File::open(&self.path).ok();
+        }
+        let Some(file) = &mut self.file else {
+            return 0;
+        };
+        file.read_to_end(&mut self.partial).unwrap();
+        let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') else {
+            return self.acked;
+        };
+        let complete: Vec<u8> = self.partial.drain(..=end).collect();
+        for line in String::from_utf8_lossy(&complete).lines() {
+            match line.split('\t').nth(1) {
+                Some("error") => self.failed += 1,
+                Some(p) => {
+                    self.acked += 1;
+                    *self.per_partition.entry(p.parse().unwrap()).or_default() += 1;
+                }
+                None => panic!("malformed report line {line:?}"),
+            }
+        }
+        self.acked
+    }
+
+    /// The partition with the most lines acknowledged so far.
+    fn busiest(&self) -> i32 {
+        let (p, _) = self
+            .per_partition
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .expect("nothing acknowledged yet");
+        *p
+    }
+}
+
+/// What the test knew when it killed a node.
+struct Crash {
+    node: u16,
+    partition: i32,
+    /// Input lines written to the producer before the kill.
+    fed: usize,
+    /// Lines the report showed acknowledged.
+    acked: usize,
+    at: Instant,
+}
+
+#[test]
+fn the_producer_writes_through_a_leader_crash_losing_and_repeating_nothing() {
+    let started = Instant::now();
+    let (_turn, cluster) = take_turn();
+    let phase = |what: &str| {
+        eprintln!(
+            "failover-produce: {what} at {:.1} s",
+            started.elapsed().as_secs_f64()
+        )
+    };
+    phase("our turn on the cluster");
+    let topic = unique("failover-produce");
+    cluster.tool(
+        "topics",
+        1,
+        &[
+            "--create",
+            "--topic",
+            &topic,
+            "--partitions",
+            PARTITIONS,
+            "--replication-factor",
+            "3",
+            "--config",
+            "min.insync.replicas=2",
+        ],
+    );
+    // The leaders, described now: Kafka's tool takes seconds, and the
+    // feeding must not pause at the kill, or the producer would be idle
+    // there, not mid-stream. Leaders move only when a node fails.
+    let (described, leaders) = cluster.describe(&topic, 1);
+    assert!(
+        described.contains("min.insync.replicas=2"),
+        "the topic's settings: {described}"
+    );
+    phase("topic created");
+
+    // A group member reads while the producer writes, through the crash.
+    let (mut member, values, member_log) = spawn_member(&bootstrap(), &topic);
+    let report = scratch(&format!("{topic}.report"));
+    let mut cmd = producer();
+    cmd.args([&bootstrap(), &topic, "--key-separator", "|", "--report"])
+        .arg(&report)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut writer = Running(cmd.spawn().unwrap());
+    let writer_log = collect(writer.0.stderr.take().unwrap());
+    let feeder = Feeder::start(writer.0.stdin.take().unwrap(), KEYS);
+
+    // Feed the input paced by the acknowledgements. Once a third of the
+    // lines are acknowledged, the leader of the busiest partition is killed
+    // right after a burst of input; once two thirds are, it is restarted (in
+    // a thread: the feeding must not pause).
+    let mut tail = ReportTail::new(&report);
+    let mut seen: Vec<String> = Vec::new();
+    let mut fed = 0;
+    // Ranges handed to the feeder, and those it has reported written.
+    let (mut ranges, mut written) = (0, 0);
+    let mut crash: Option<Crash> = None;
+    let mut restarting: Option<JoinHandle<()>> = None;
+    let mut progress = (0, Instant::now());
+    while fed < LINES {
+        let acked = tail.poll();
+        seen.extend(values.try_iter());
+        if tail.failed > 0 {
+            let why = format!("the report shows {} lines failed", tail.failed);
+            fail_with_log(writer, writer_log, &why);
+        }
+        if acked > progress.0 {
+            progress = (acked, Instant::now());
+        }
+        if crash.is_none() && acked >= LINES / 3 {
+            let partition = tail.busiest();
+            let node = leaders
+                .iter()
+                .find(|p| p.partition == partition)
+                .and_then(|p| p.leader)
+                .unwrap_or_else(|| panic!("no leader of partition {partition}: {leaders:?}"));
+            let end = (fed + BURST).min(LINES);
+            feeder.feed(fed..end);
+            (fed, ranges) = (end, ranges + 1);
+            while written < ranges {
+                if !feeder.written(30) {
+                    stopped_reading(writer, writer_log);
+                }
+                written += 1;
+            }
+            let running = writer.0.try_wait().unwrap().is_none();
+            assert!(running, "the producer exited before the crash");
+            cluster.kill(node);
+            crash = Some(Crash {
+                node,
+                partition,
+                fed,
+                acked,
+                at: Instant::now(),
+            });
+            phase(&format!(
+                "node {node} (leader of partition {partition}) killed; {fed} lines fed, \
+                 {acked} acknowledged, the member had read {}",
+                seen.len()
+            ));
+        } else if let Some(c) = crash.as_ref().filter(|_| restarting.is_none())
+            && acked >= 2 * LINES / 3
+        {
+            let node = c.node;
+            restarting = Some(std::thread::spawn(move || cluster.restart(node)));
+            phase(&format!(
+                "restarting node {node}; {fed} lines fed, {acked} acknowledged"
+            ));
+        }
+        if fed < acked + AHEAD {
+            let end = (fed + CHUNK).min(LINES);
+            feeder.feed(fed..end);
+            (fed, ranges) = (end, ranges + 1);
+            continue;
+        }
+        if writer.0.try_wait().unwrap().is_some() {
+            stopped_reading(writer, writer_log);
+        }
+        if progress.1.elapsed() >= STALL {
+            let why = format!(
+                "the report stayed at {} lines acknowledged for {STALL:?}, {fed} lines fed",
+                progress.0
+            );
+            fail_with_log(writer, writer_log, &why);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let fed_all = feeder.close();
+    phase("all lines fed");
+    let crash = crash.expect("all lines were fed before the crash");
+    let status = writer.wait_within(150);
+    let ran_on = crash.at.elapsed();
+    let writer_log = writer_log.join().unwrap();
+    phase("producer done");
+    eprintln!("failover-produce: the producer's stderr:\n{writer_log}");
+    let restarted = restarting.map_or(Ok(()), |t| t.join());
+    if let Err(panic) = restarted {
+        std::panic::resume_unwind(panic);
+    }
+    phase(&format!("node {} back", crash.node));
+    assert!(fed_all.is_ok(), "feeding the producer: {fed_all:?}");
+    assert!(status.success(), "producer: {status}; {writer_log}");
+
+    // The kill landed mid-stream: lines fed only after it were acknowledged.
+    assert!(crash.fed < LINES, "everything was fed before the crash");
+    let acks = read_report(&report);
+    let after = acks
+        .iter()
+        .filter(|(line, ack)| *line > crash.fed && matches!(ack, Ack::At(..)))
+        .count();
+    eprintln!(
+        "failover-produce: node {} (leader of partition {}) killed after {} of {LINES} lines \
+         were fed and {} shown acknowledged; {after} lines fed after the kill were \
+         acknowledged; the producer exited {:.1} s after the kill",
+        crash.node,
+        crash.partition,
+        crash.fed,
+        crash.acked,
+        ran_on.as_secs_f64()
+    );
+    assert!(after > 0, "no line fed after the kill was acknowledged");
+
+    // The crashed node rejoins as a follower: back in the ISR of every
+    // partition it replicates.
+    let via = NODES.into_iter().find(|n| *n != crash.node).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let described = loop {
+        let (text, partitions) = cluster.describe(&topic, via);
+        let behind: Vec<i32> = partitions
+            .iter()
+            .filter(|p| p.replicas.contains(&crash.node) && !p.isr.contains(&crash.node))
+            .map(|p| p.partition)
+            .collect();
+        if behind.is_empty() && !partitions.is_empty() {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} is still out of the ISR of partitions {behind:?} 60 s after the producer \
+             finished: {text}",
+            crash.node
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    phase(&format!("node {} back in the ISR", crash.node));
+    eprintln!("failover-produce: {described}");
+
+    // The log holds every line once, each key in order, where the report says.
+    let log = read_log(&bootstrap(), &topic);
+    let tally = Tally::of(log.iter().map(|r| r.value.as_str()), LINES, KEYS);
+    assert!(tally.exactly_once_in_order(), "the log: {tally:#?}");
+    let problems = report_problems(&acks, LINES, KEYS, &log);
+    assert!(problems.is_empty(), "the report: {problems:#?}");
+    let _ = std::fs::remove_file(&report);
+    phase("log checked");
+
+    // The member saw every line, each key in order (repeats allowed:
+    // at-least-once), then stops gracefully.
+    seen.extend(values.try_iter());
+    let mut distinct: HashSet<String> = seen.iter().cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while distinct.len() < LINES {
+        match values.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(v) => {
+                distinct.insert(v.clone());
+                seen.push(v);
+            }
+            Err(_) => break,
+        }
+    }
+    phase("member caught up");
+    common::signal(&member.0, libc::SIGTERM);
+    let member_status = member.wait_within(30);
+    let member_log = member_log.join().unwrap();
+    seen.extend(values.try_iter());
+    let read = Tally::of(seen.iter().map(String::as_str), LINES, KEYS);
+    eprintln!(
+        "failover-produce: the member read {} messages, {} of them again (at-least-once)",
+        read.received, read.duplicates
+    );
+    assert!(
+        read.is_complete_in_order(),
+        "the member: {read:#?}; {member_log}"
+    );
+    assert!(
+        member_status.success(),
+        "member: {member_status}; {member_log}"
+    );
 }

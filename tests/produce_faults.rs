@@ -22,19 +22,16 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::ops::Range;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::broker::LocalBroker;
+use common::processes::{Feeder, Running, collect, spawn_member, stopped_reading};
 use common::proxy::Proxy;
 use common::sequences::{Ack, Record, Tally, keyed_input, read_log, read_report, report_problems};
-use common::{consumer, output_within, producer, unique};
+use common::{output_within, producer, unique};
 
 /// The tests here run one at a time.
 fn one_at_a_time() -> MutexGuard<'static, ()> {
@@ -132,116 +129,6 @@ fn lost_acknowledgements_duplicate_without_idempotence() {
     assert_eq!((tally.missing, tally.foreign), (0, 0), "{tally:#?}");
     let problems = report_problems(&run.report, LINES, KEYS, &run.log);
     assert!(problems.is_empty(), "{problems:#?}");
-}
-
-/// A child process killed if the test fails before it exits.
-struct Running(Child);
-
-impl Running {
-    /// Waits for the exit, failing the test after `secs` seconds.
-    fn wait_within(&mut self, secs: u64) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "no exit within {secs} s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Fails the test with why the producer stopped reading its input.
-fn stopped_reading(mut producer: Running, log: JoinHandle<String>) -> ! {
-    let _ = producer.0.kill();
-    let status = producer.0.wait().unwrap();
-    panic!(
-        "the producer stopped reading its input ({status}): {}",
-        log.join().unwrap()
-    );
-}
-
-/// Collects a child's stderr in a thread.
-fn collect(stream: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = BufReader::new(stream).read_to_string(&mut s);
-        s
-    })
-}
-
-/// A group member (our consumer binary) reading `topic`: the process, the
-/// values it prints, as they come, and its stderr once it exits.
-fn spawn_member(addr: &str, topic: &str) -> (Running, mpsc::Receiver<String>, JoinHandle<String>) {
-    let mut cmd = consumer();
-    cmd.args([addr, topic, &unique("member")])
-        .args(["--format", "text", "--stats-interval", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut member = Running(cmd.spawn().unwrap());
-    let stderr = collect(member.0.stderr.take().unwrap());
-    let stdout = member.0.stdout.take().unwrap();
-    let (tx, values) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let record =
-                Record::parse(&line).unwrap_or_else(|| panic!("not a text record: {line:?}"));
-            let _ = tx.send(record.value);
-        }
-    });
-    (member, values, stderr)
-}
-
-/// Writes ranges of the keyed input to a producer's stdin from a thread, so
-/// the test can crash the broker while the producer is blocked or busy.
-struct Feeder {
-    ranges: mpsc::Sender<Range<usize>>,
-    written: mpsc::Receiver<()>,
-    thread: JoinHandle<std::io::Result<()>>,
-}
-
-impl Feeder {
-    fn start(mut stdin: ChildStdin, keys: usize) -> Feeder {
-        let (ranges, todo) = mpsc::channel::<Range<usize>>();
-        let (done, written) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            for range in todo {
-                stdin.write_all(keyed_input(range, keys).as_bytes())?;
-                let _ = done.send(());
-            }
-            Ok(()) // dropping stdin ends the producer's input
-        });
-        Feeder {
-            ranges,
-            written,
-            thread,
-        }
-    }
-
-    /// Queues input lines `range`.
-    fn feed(&self, range: Range<usize>) {
-        let _ = self.ranges.send(range);
-    }
-
-    /// Waits until the oldest range not yet waited for is in the pipe;
-    /// false if the producer stopped reading (or exited) first.
-    fn written(&self, secs: u64) -> bool {
-        self.written.recv_timeout(Duration::from_secs(secs)).is_ok()
-    }
-
-    /// Closes the input once everything queued is written.
-    fn close(self) -> std::io::Result<()> {
-        drop(self.ranges);
-        self.thread.join().unwrap()
-    }
 }
 
 const RESTART_LINES: usize = 200_000;

@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod members;
+pub mod processes;
 pub mod proxy;
 pub mod segments;
 pub mod sequences;
