@@ -681,3 +681,78 @@ fn the_producer_writes_through_a_leader_crash_losing_and_repeating_nothing() {
         "member: {member_status}; {member_log}"
     );
 }
+
+/// Total of `topic`'s end offsets, through node `via`.
+fn end_offset_total(cluster: &Cluster, topic: &str, via: u16) -> i64 {
+    cluster
+        .tool("get-offsets", via, &["--topic", topic])
+        .lines()
+        .filter_map(|l| l.rsplit(':').next()?.trim().parse::<i64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_leader_that_dies_while_the_producer_is_idle_is_found_again() {
+    // Everything sent is acknowledged and the producer waits for input when
+    // the leader dies: its connection to the leader closes with no request
+    // in flight, so nothing fails. The next batch for that leader's
+    // partitions must still find the new leader (a closed idle connection
+    // once stayed "ready" and those lines waited out the delivery timeout).
+    const IDLE_LINES: usize = 1_200;
+    let (_turn, cluster) = take_turn();
+    let topic = unique("failover-idle");
+    cluster.tool(
+        "topics",
+        1,
+        &[
+            "--create",
+            "--topic",
+            &topic,
+            "--partitions",
+            PARTITIONS,
+            "--replication-factor",
+            "3",
+            "--config",
+            "min.insync.replicas=2",
+        ],
+    );
+    let report = scratch(&format!("{topic}.report"));
+    let mut cmd = producer();
+    cmd.args([&bootstrap(), &topic, "--key-separator", "|", "--report"])
+        .arg(&report)
+        // Far below the 120 s default, so a stuck partition fails the test
+        // quickly; far above a leader election (about 10 s here).
+        .args(["--delivery-timeout-ms", "45000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut writer = Running(cmd.spawn().unwrap());
+    let writer_log = collect(writer.0.stderr.take().unwrap());
+    let feeder = Feeder::start(writer.0.stdin.take().unwrap(), KEYS);
+
+    feeder.feed(0..IDLE_LINES / 2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while end_offset_total(cluster, &topic, 1) < (IDLE_LINES / 2) as i64 {
+        if Instant::now() > deadline {
+            fail_with_log(writer, writer_log, "the first half was never written");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let node = cluster.leader(&topic, 0, 1);
+    cluster.kill(node);
+    feeder.feed(IDLE_LINES / 2..IDLE_LINES);
+    feeder.close().unwrap();
+    let status = writer.wait_within(90);
+    let log_text = writer_log.join().unwrap();
+    assert!(status.success(), "producer: {status}; {log_text}");
+
+    let acks = read_report(&report);
+    let survivor = NODES.into_iter().find(|n| *n != node).unwrap();
+    let log = read_log(&format!("127.0.0.1:{}", node_port(survivor)), &topic);
+    let tally = Tally::of(log.iter().map(|r| r.value.as_str()), IDLE_LINES, KEYS);
+    assert!(tally.exactly_once_in_order(), "the log: {tally:#?}");
+    let problems = report_problems(&acks, IDLE_LINES, KEYS, &log);
+    assert!(problems.is_empty(), "the report: {problems:#?}");
+    let _ = std::fs::remove_file(&report);
+    cluster.restart(node);
+}

@@ -1,5 +1,7 @@
-//! The delivery report (`--report FILE`): one line per record, written as
-//! each batch completes, so a script can tell exactly what was written:
+//! The delivery report (`--report FILE`): one line per record, added as
+//! each batch completes (through a 256 KiB buffer, so the file is complete
+//! only once the producer has exited), so a script can tell exactly what
+//! was written:
 //!
 //! ```text
 //! <number>\t<partition>\t<offset>     acknowledged (offset -1 with acks=0)
