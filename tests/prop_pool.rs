@@ -636,15 +636,21 @@ proptest! {
         let pool = Arc::new(Pool::new(cfg, Arc::clone(&tracker), world.handler(&tracker)).unwrap());
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = {
-            let (pool, tracker, stop) = (Arc::clone(&pool), Arc::clone(&tracker), Arc::clone(&stop));
+            let (pool, stop) = (Arc::clone(&pool), Arc::clone(&stop));
             std::thread::spawn(move || {
                 let mut bad = Vec::new();
+                // The budget is one counter, taken before a message is
+                // dispatched in the tracker and given back after it is
+                // finished there, so it bounds the tracker too. The
+                // tracker's own total is no snapshot (a sum over partitions
+                // read one after another: a message finishing in one while
+                // the next is dispatched in another can be counted twice),
+                // so it is checked once everything is finished, below.
                 while !stop.load(AO::SeqCst) {
                     let used = pool.capacity_used();
-                    let unfinished = tracker.total_in_flight();
                     let depth = pool.stats().lane_depth;
-                    if used > max_in_flight || unfinished > max_in_flight {
-                        bad.push(format!("in flight: budget {used}, tracker {unfinished} > {max_in_flight}"));
+                    if used > max_in_flight {
+                        bad.push(format!("in flight: budget {used} > {max_in_flight}"));
                     }
                     if depth.iter().any(|d| *d > lane_capacity) {
                         bad.push(format!("lane depth {depth:?} > {lane_capacity}"));
@@ -662,6 +668,7 @@ proptest! {
         assert_drained(&report)?;
         prop_assert_eq!(report.unfinished, 0);
         prop_assert_eq!(pool.capacity_used(), 0);
+        prop_assert_eq!(tracker.total_in_flight(), 0);
         for s in &world.successes {
             prop_assert_eq!(s.load(AO::SeqCst), 1);
         }
