@@ -84,6 +84,33 @@ struct Part {
     confirmed: bool,
 }
 
+impl Part {
+    /// Where the batch sent in request `token` sits in the queue.
+    fn position_of(&self, token: u64) -> Option<usize> {
+        self.queue
+            .iter()
+            .position(|b| matches!(b.state, State::InFlight(t) if t == token))
+    }
+
+    /// Batch `idx` goes back to unsent: nothing new is sent for this
+    /// partition until its requests in flight are back, then the
+    /// unacknowledged batches go again, oldest first.
+    fn resend_later(&mut self, idx: usize, why: String) {
+        let batch = &mut self.queue[idx];
+        batch.state = State::Unsent;
+        batch.sent_before = true;
+        self.resend = true;
+        self.last_error = Some(why);
+    }
+
+    /// Like [`resend_later`](Self::resend_later), after a growing pause.
+    fn retry_later(&mut self, idx: usize, why: String, now: Instant) {
+        self.resend_later(idx, why);
+        self.retry_at = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
 enum Link {
     Connecting,
     Ready {
@@ -632,11 +659,7 @@ impl Sender {
         let Some(part) = self.parts.get_mut(p as usize) else {
             return;
         };
-        let Some(idx) = part
-            .queue
-            .iter()
-            .position(|b| matches!(b.state, State::InFlight(t) if t == token))
-        else {
+        let Some(idx) = part.position_of(token) else {
             return;
         };
         part.in_flight = part.in_flight.saturating_sub(1);
@@ -711,13 +734,7 @@ impl Sender {
             }
             Verdict::Retry { refresh } => {
                 tracing::debug!(partition = p, "produce retry: {described}");
-                let batch = &mut part.queue[idx];
-                batch.state = State::Unsent;
-                batch.sent_before = true;
-                part.resend = true;
-                part.retry_at = Some(now + part.backoff);
-                part.backoff = (part.backoff * 2).min(MAX_BACKOFF);
-                part.last_error = Some(described);
+                part.retry_later(idx, described, now);
                 if refresh {
                     part.leader = None;
                     self.metadata_wanted = true;
@@ -728,11 +745,7 @@ impl Sender {
                     partition = p,
                     "the broker lost this producer's state ({described}): bumping the epoch"
                 );
-                let batch = &mut part.queue[idx];
-                batch.state = State::Unsent;
-                batch.sent_before = true;
-                part.resend = true;
-                part.last_error = Some(described);
+                part.resend_later(idx, described);
                 self.bump_wanted = true;
             }
             Verdict::Fatal(msg) => {
@@ -759,13 +772,10 @@ impl Sender {
     /// with acks=0).
     fn complete(&mut self, p: i32, token: u64, base_offset: Option<i64>) {
         let part = &mut self.parts[p as usize];
-        let Some(batch) = part
-            .queue
-            .iter_mut()
-            .find(|b| matches!(b.state, State::InFlight(t) if t == token))
-        else {
+        let Some(idx) = part.position_of(token) else {
             return;
         };
+        let batch = &mut part.queue[idx];
         batch.state = State::Written;
         part.backoff = BACKOFF;
         part.retry_at = None;
@@ -797,30 +807,17 @@ impl Sender {
     fn requeue(&mut self, token: u64, request: &Request, why: &str, now: Instant) {
         for &p in &request.partitions {
             let part = &mut self.parts[p as usize];
-            let Some(batch) = part
-                .queue
-                .iter_mut()
-                .find(|b| matches!(b.state, State::InFlight(t) if t == token))
-            else {
+            let Some(idx) = part.position_of(token) else {
                 continue;
             };
-            batch.state = State::Unsent;
-            batch.sent_before = true;
             part.in_flight = part.in_flight.saturating_sub(1);
-            part.resend = true;
-            part.retry_at = Some(now + part.backoff);
-            part.backoff = (part.backoff * 2).min(MAX_BACKOFF);
-            part.last_error = Some(why.to_string());
             if part.stopped {
-                // Its outcome is unknown; it cannot be retried.
-                let batch = part
-                    .queue
-                    .iter()
-                    .position(|b| matches!(b.state, State::Unsent))
-                    .map(|i| part.queue.remove(i).expect("present"));
-                if let Some(b) = batch {
-                    self.fail_batch(b, why);
-                }
+                // Its outcome is unknown, and a stopped partition retries
+                // nothing.
+                let batch = part.queue.remove(idx).expect("found above");
+                self.fail_batch(batch, why);
+            } else {
+                part.retry_later(idx, why.to_string(), now);
             }
         }
     }

@@ -327,34 +327,26 @@ async fn read_loop(
         };
         broken.store(true, Ordering::Relaxed);
         // The failed request and every one behind it get the same error.
-        let mut rest: Vec<Pending> = pending.lock().drain(..).collect();
+        // The failed request gets its own error; every one behind it is
+        // aborted with it.
+        let rest: Vec<Pending> = pending.lock().drain(..).collect();
+        let mut cause = None;
         if let Some((p, err)) = failure {
-            let text = err.to_string();
+            cause = Some(err.to_string());
             let _ = replies.send(Reply {
                 token: p.token,
                 result: Err(err),
             });
-            for q in rest.drain(..) {
-                let _ = replies.send(Reply {
-                    token: q.token,
-                    result: Err(io_error(
-                        &broker,
-                        q.api,
-                        io::Error::new(io::ErrorKind::ConnectionAborted, text.clone()),
-                    )),
-                });
-            }
-        } else {
-            for q in rest.drain(..) {
-                let _ = replies.send(Reply {
-                    token: q.token,
-                    result: Err(io_error(
-                        &broker,
-                        q.api,
-                        io::Error::from(io::ErrorKind::ConnectionAborted),
-                    )),
-                });
-            }
+        }
+        for q in rest {
+            let source = match &cause {
+                Some(text) => io::Error::new(io::ErrorKind::ConnectionAborted, text.clone()),
+                None => io::Error::from(io::ErrorKind::ConnectionAborted),
+            };
+            let _ = replies.send(Reply {
+                token: q.token,
+                result: Err(io_error(&broker, q.api, source)),
+            });
         }
         return;
     }
