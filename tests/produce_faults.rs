@@ -241,3 +241,109 @@ fn broker_restart_mid_stream_loses_nothing_and_duplicates_nothing() {
         "member: {member_status}; {member_log}"
     );
 }
+
+/// KIP-360's case: the broker forgets a producer once retention (here
+/// DeleteRecords) removed everything it had written. The producer, idle in
+/// the middle of its input, then sends its next sequence numbers to a broker
+/// that has no state for it; whatever the broker answers (Kafka 4 accepts
+/// the write, older brokers say UNKNOWN_PRODUCER_ID and the producer bumps
+/// its epoch), every later line is written once, in key order.
+#[test]
+fn a_producer_whose_records_were_all_deleted_carries_on_in_order() {
+    const HALF: usize = 3_000;
+    let addr = common::require_broker();
+    let topic = unique("deleted-state");
+    common::kafka_tool(
+        "topics",
+        &[
+            "--bootstrap-server",
+            &addr,
+            "--create",
+            "--topic",
+            &topic,
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "1",
+        ],
+    );
+    let report = scratch(&format!("{topic}.report"));
+    let mut cmd = producer();
+    cmd.args([&addr, &topic, "--key-separator", "|", "--report"])
+        .arg(&report)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut writer = Running(cmd.spawn().unwrap());
+    let writer_log = collect(writer.0.stderr.take().unwrap());
+    let feeder = Feeder::start(writer.0.stdin.take().unwrap(), KEYS);
+    feeder.feed(0..HALF);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let written = |ends: &[(i32, i64)]| ends.iter().map(|(_, o)| o).sum::<i64>();
+    let ends = loop {
+        let ends = common::end_offsets(&topic);
+        if written(&ends) >= HALF as i64 {
+            break ends;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first half was not written: {ends:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Delete everything written so far: the log starts at its end.
+    let offsets: Vec<String> = ends
+        .iter()
+        .map(|(p, o)| format!(r#"{{"topic":"{topic}","partition":{p},"offset":{o}}}"#))
+        .collect();
+    let json = scratch(&format!("{topic}.delete.json"));
+    std::fs::write(
+        &json,
+        format!(r#"{{"version":1,"partitions":[{}]}}"#, offsets.join(",")),
+    )
+    .unwrap();
+    let json_arg = json.display().to_string();
+    common::kafka_tool(
+        "delete-records",
+        &["--bootstrap-server", &addr, "--offset-json-file", &json_arg],
+    );
+    feeder.feed(HALF..2 * HALF);
+    feeder.close().unwrap();
+    let status = writer.wait_within(60);
+    let log_text = writer_log.join().unwrap();
+    assert!(status.success(), "producer: {status}; {log_text}");
+
+    // The log now holds the second half only: once each, in key order,
+    // where the report says.
+    let log = read_log(&addr, &topic);
+    assert_eq!(log.len(), HALF, "records after the deletion");
+    let values: Vec<String> = log.iter().map(|r| r.value.clone()).collect();
+    let second: HashSet<String> = (HALF..2 * HALF)
+        .map(|i| common::sequences::value_of(i, KEYS))
+        .collect();
+    assert!(
+        values.iter().all(|v| second.contains(v)),
+        "unexpected records"
+    );
+    assert_eq!(
+        values.iter().collect::<HashSet<_>>().len(),
+        HALF,
+        "duplicates"
+    );
+    let mut last: std::collections::HashMap<&str, usize> = Default::default();
+    for v in &values {
+        let (key, seq) = v.split_once(':').unwrap();
+        let seq: usize = seq.parse().unwrap();
+        if let Some(prev) = last.insert(key, seq) {
+            assert!(prev < seq, "{key}: {seq} after {prev}");
+        }
+    }
+    let acks = read_report(&report);
+    assert_eq!(acks.len(), 2 * HALF, "one report line per input line");
+    assert!(
+        acks.iter().all(|(_, a)| matches!(a, Ack::At(..))),
+        "a line failed"
+    );
+    let _ = std::fs::remove_file(&report);
+    let _ = std::fs::remove_file(&json);
+}
