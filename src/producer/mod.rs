@@ -19,6 +19,7 @@
 
 mod accumulator;
 mod idempotence;
+mod partition;
 mod report;
 mod sender;
 

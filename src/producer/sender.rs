@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::idempotence::{self, Context, ProducerId, Verdict};
+use super::partition::{Batch, Part, State, increment_sequence};
 use super::{Acks, ProducerConfig, Shared};
 use crate::cluster::{self, ClusterConfig, Leaders};
 use crate::error::Error;
@@ -39,77 +40,10 @@ const PRODUCE_VERSIONS: VersionRange = VersionRange { min: 3, max: 12 };
 /// First pause before retrying a partition or reconnecting (Java's
 /// `retry.backoff.ms`); doubled up to [`MAX_BACKOFF`].
 const BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Largest produce request we build (Java's `max.request.size`), unless a
 /// single batch is larger.
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;
-
-enum State {
-    Unsent,
-    InFlight(u64),
-    Written,
-}
-
-struct Batch {
-    data: Bytes,
-    records: i32,
-    numbers: Vec<u64>,
-    budget: usize,
-    created: Instant,
-    state: State,
-    /// Base sequence, once assigned (idempotent only).
-    sequence: Option<i32>,
-    sent_before: bool,
-}
-
-#[derive(Default)]
-struct Part {
-    leader: Option<i32>,
-    queue: VecDeque<Batch>,
-    in_flight: usize,
-    in_flight_node: Option<i32>,
-    next_sequence: i32,
-    last_acked_offset: i64,
-    /// A batch failed: resend from the oldest once nothing is in flight.
-    resend: bool,
-    retry_at: Option<Instant>,
-    backoff: Duration,
-    last_error: Option<String>,
-    stopped: bool,
-    /// A batch of the current epoch was acknowledged here, so the broker
-    /// holds our sequence state for this partition. Until then one batch at a
-    /// time: a broker without state accepts any sequence, so a second batch
-    /// could be written ahead of a first one that failed (a leader that was
-    /// not ready yet, say) and the first could then never follow.
-    confirmed: bool,
-}
-
-impl Part {
-    /// Where the batch sent in request `token` sits in the queue.
-    fn position_of(&self, token: u64) -> Option<usize> {
-        self.queue
-            .iter()
-            .position(|b| matches!(b.state, State::InFlight(t) if t == token))
-    }
-
-    /// Batch `idx` goes back to unsent: nothing new is sent for this
-    /// partition until its requests in flight are back, then the
-    /// unacknowledged batches go again, oldest first.
-    fn resend_later(&mut self, idx: usize, why: String) {
-        let batch = &mut self.queue[idx];
-        batch.state = State::Unsent;
-        batch.sent_before = true;
-        self.resend = true;
-        self.last_error = Some(why);
-    }
-
-    /// Like [`resend_later`](Self::resend_later), after a growing pause.
-    fn retry_later(&mut self, idx: usize, why: String, now: Instant) {
-        self.resend_later(idx, why);
-        self.retry_at = Some(now + self.backoff);
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-    }
-}
 
 enum Link {
     Connecting,
@@ -1017,28 +951,5 @@ impl Sender {
         self.requests.is_empty()
             && self.parts.iter().all(|p| p.queue.is_empty())
             && self.shared.accumulator.lock().drained()
-    }
-}
-
-/// The sequence after `records` more, wrapping to 0 after `i32::MAX` as
-/// Kafka does.
-fn increment_sequence(sequence: i32, records: i32) -> i32 {
-    if sequence > i32::MAX - records {
-        records - (i32::MAX - sequence) - 1
-    } else {
-        sequence + records
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sequences_wrap_like_kafka() {
-        assert_eq!(increment_sequence(0, 5), 5);
-        assert_eq!(increment_sequence(i32::MAX - 1, 1), i32::MAX);
-        assert_eq!(increment_sequence(i32::MAX, 1), 0);
-        assert_eq!(increment_sequence(i32::MAX - 2, 5), 2);
     }
 }
