@@ -16,6 +16,22 @@ pub trait Handler: Send + Sync + 'static {
     /// Processes one message. Must be idempotent enough to tolerate
     /// redelivery: delivery is at-least-once.
     fn handle(&self, msg: &Message) -> Result<(), HandlerError>;
+
+    /// Makes the effect of every `handle` call this thread made since its
+    /// last `flush` durable (written out), for handlers that buffer output
+    /// (the print handler writes in blocks).
+    ///
+    /// The pool calls it on the worker thread that ran those messages,
+    /// before it marks any of them finished, and whenever the worker is
+    /// about to wait for work, so a quiet topic's output is not held back.
+    /// A key's messages buffered on one thread are flushed before another
+    /// thread may run that key, so per-key order holds in the output too.
+    /// An error fails every message handled since the last successful flush
+    /// on this thread (retried, then the failure policy). The default does
+    /// nothing: a handler without buffering is done when `handle` returns.
+    fn flush(&self) -> Result<(), HandlerError> {
+        Ok(())
+    }
 }
 
 impl<F> Handler for F
