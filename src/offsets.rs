@@ -394,12 +394,18 @@ impl Completion {
 }
 
 /// Marks every completion in `batch` finished, taking each partition's lock
-/// once per run of consecutive completions of that partition, and empties the
-/// vector (keeping its allocation for reuse).
+/// once per partition of the batch, and empties the vector (keeping its
+/// allocation for reuse).
 ///
 /// Lanes use this to publish completions in batches: the committable offset
 /// still only ever covers finished messages; it just advances a little later.
 pub fn finish_batch(batch: &mut Vec<Completion>) {
+    // Group by partition first: a block from a worker of the `keys`
+    // scheduler interleaves partitions, and finishing needs no order within
+    // a partition (slots are addressed by sequence number).
+    if batch.len() > 1 {
+        batch.sort_unstable_by_key(|c| Arc::as_ptr(&c.part) as usize);
+    }
     let mut iter = batch.drain(..);
     let Some(first) = iter.next() else { return };
     let mut part = Arc::clone(&first.part);

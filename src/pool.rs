@@ -65,25 +65,65 @@
 
 mod capacity;
 mod handler;
+mod keys;
+mod lanes;
 pub mod routing;
+mod worker;
 
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering as AO};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError, TrySendError};
 use parking_lot::{Condvar, Mutex};
 
 use crate::Message;
-use crate::offsets::{Completion, OffsetError, OffsetTracker, TopicPartition, finish_batch};
+use crate::offsets::{OffsetError, OffsetTracker, TopicPartition};
 use capacity::{Capacity, Padded};
-use routing::Router;
+use keys::Keys;
+use lanes::{LaneMsg, Lanes};
+use worker::{ABORTING, DRAINING, Job, RUNNING, Shared};
 
 pub use handler::{Handler, HandlerError};
 pub use routing::Ordering;
+
+/// How messages are spread over the worker threads. Both keep the order
+/// [`Ordering`] asks for and the same commit, retry and failure rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Scheduler {
+    /// The original design: each thread has its own queue and a key always
+    /// goes to the same thread (`hash(key) % workers`). Predictable, but a
+    /// busy thread holds up its keys while others idle, and one slow message
+    /// holds up every key on its thread.
+    #[default]
+    Lanes,
+    /// A queue per key, and any free thread runs the next ready key (never
+    /// two threads one key): work-conserving, and a slow key holds up only
+    /// itself.
+    Keys,
+}
+
+impl FromStr for Scheduler {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lanes" => Ok(Self::Lanes),
+            "keys" => Ok(Self::Keys),
+            other => Err(format!("unknown scheduler '{other}' (keys, lanes)")),
+        }
+    }
+}
+
+impl fmt::Display for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Lanes => "lanes",
+            Self::Keys => "keys",
+        })
+    }
+}
 
 /// Callback of [`FailurePolicy::DeadLetter`]: gets the message and the last
 /// error; `Ok` means the message is safely parked (e.g. produced to a DLQ
@@ -121,9 +161,14 @@ impl fmt::Debug for FailurePolicy {
 /// fields with struct update syntax.
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
-    /// Number of lanes (OS threads). Default: available parallelism.
+    /// Number of worker threads (lanes). Default: available parallelism.
     pub lanes: usize,
-    /// Messages each lane can queue before submission waits. Default 1024.
+    /// Which scheduler spreads messages over the threads. Default
+    /// [`Scheduler::Lanes`].
+    pub scheduler: Scheduler,
+    /// Messages each lane can queue before submission waits (`lanes`
+    /// scheduler only; `keys` is bounded by `max_in_flight` alone).
+    /// Default 1024.
     pub lane_capacity: usize,
     /// Messages accepted and not yet completed, over all lanes; submission
     /// waits above it. Default 10 000.
@@ -146,6 +191,7 @@ impl Default for PoolConfig {
     fn default() -> Self {
         Self {
             lanes: std::thread::available_parallelism().map_or(4, |n| n.get()),
+            scheduler: Scheduler::default(),
             lane_capacity: 1024,
             max_in_flight: 10_000,
             ordering: Ordering::Key,
@@ -234,10 +280,17 @@ pub struct PoolStats {
     pub abandoned: u64,
     /// `submitted - finished`: accepted and not marked finished.
     pub in_flight: u64,
-    /// Messages queued in each lane right now.
+    /// Messages queued in each lane right now (`lanes` scheduler; empty
+    /// for `keys`).
     pub lane_depth: Vec<usize>,
-    /// Messages each lane has taken off its queue and run or abandoned.
+    /// Messages each worker thread has taken off a queue and run or abandoned.
     pub lane_processed: Vec<u64>,
+    /// Messages waiting in the scheduler's queues right now (not yet taken
+    /// by a worker).
+    pub queued: u64,
+    /// Keys with messages waiting for a free worker right now (`keys`
+    /// scheduler; 0 for `lanes`).
+    pub ready_keys: u64,
     /// Messages of revoked partitions left unfinished here (another group
     /// member handles them now); see [`Pool::note_revoked`].
     pub revoked: u64,
@@ -272,351 +325,65 @@ pub struct ShutdownReport {
     pub stats: PoolStats,
 }
 
-const RUNNING: u8 = 0;
-const DRAINING: u8 = 1;
-const ABORTING: u8 = 2;
-
-/// A lane publishes completions (and returns capacity) in batches of at most
-/// this many, to take its partition lock and touch the shared capacity
-/// counter once per batch instead of once per message.
-const COMPLETION_BATCH: usize = 32;
-
 /// A batch submission handles at most this many messages per step: one
-/// capacity reservation, one tracker lock per partition and one counter
-/// update per step.
+/// capacity reservation, one tracker lock per partition, one hand-off per
+/// lane (or one scheduler lock) and one counter update per step.
 const SUBMIT_CHUNK: usize = 256;
 
-/// How often a submitter blocked on a full lane re-checks for abort/stop.
-const RECHECK: Duration = Duration::from_millis(10);
-
-enum LaneMsg {
-    Job(Job),
-    /// Several jobs for one lane in submission order (a batch submission
-    /// sends one per lane per step: one channel operation, one wakeup).
-    Jobs(Vec<Job>),
-    Shutdown,
+/// The scheduler behind a pool.
+enum Engine {
+    Lanes(Lanes),
+    Keys(Arc<Keys>),
 }
 
-impl LaneMsg {
-    /// Messages this item carries.
-    fn jobs(&self) -> usize {
+/// Jobs of one submission step, grouped the way the scheduler takes them.
+enum Staged {
+    /// Per lane, in submission order.
+    Lanes(Vec<Vec<Job>>),
+    /// With their queue, in submission order.
+    Keys(Vec<(Option<u64>, Job)>),
+}
+
+impl Staged {
+    fn new(engine: &Engine) -> Self {
+        match engine {
+            Engine::Lanes(l) => Staged::Lanes((0..l.len()).map(|_| Vec::new()).collect()),
+            Engine::Keys(_) => Staged::Keys(Vec::with_capacity(SUBMIT_CHUNK)),
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, engine: &Engine, job: Job) {
+        match (self, engine) {
+            (Staged::Lanes(per_lane), Engine::Lanes(l)) => per_lane[l.lane_of(&job.msg)].push(job),
+            (Staged::Keys(v), Engine::Keys(k)) => v.push((k.queue_of(&job.msg), job)),
+            _ => unreachable!("staged for another scheduler"),
+        }
+    }
+
+    fn reserve(&mut self, n: usize) {
         match self {
-            LaneMsg::Job(_) => 1,
-            LaneMsg::Jobs(v) => v.len(),
-            LaneMsg::Shutdown => 0,
-        }
-    }
-}
-
-/// What a lane does after one job.
-enum Next {
-    Continue,
-    Exit,
-}
-
-struct Job {
-    msg: Message,
-    done: Completion,
-}
-
-/// Per-lane counters, written only by the lane thread.
-#[derive(Default)]
-struct LaneCounters {
-    processed: AtomicU64,
-    finished: AtomicU64,
-    failed: AtomicU64,
-    retried: AtomicU64,
-    skipped: AtomicU64,
-    dead_lettered: AtomicU64,
-    abandoned: AtomicU64,
-}
-
-fn bump(c: &AtomicU64) {
-    // Single writer per counter: a plain load+store avoids a locked RMW.
-    c.store(c.load(AO::Relaxed) + 1, AO::Relaxed);
-}
-
-/// State shared by the pool handle and its lane threads.
-struct Shared {
-    handler: Box<dyn Handler>,
-    tracker: Arc<OffsetTracker>,
-    retries: u32,
-    backoff_initial: Duration,
-    backoff_max: Duration,
-    policy: FailurePolicy,
-    phase: AtomicU8,
-    failed: AtomicBool,
-    failure: Mutex<Option<FailedMessage>>,
-    capacity: Capacity,
-    /// Messages queued per lane (reserved by submitters before sending,
-    /// released by the lane when it takes them): keeps each lane within
-    /// `lane_capacity` messages whatever the number of messages per item.
-    queued: Vec<Padded<AtomicUsize>>,
-    lane_capacity: usize,
-    /// Submit calls currently between their state check and their send.
-    active_submits: Padded<AtomicUsize>,
-    /// Submitter-side counters (accepted / abandoned before reaching a lane).
-    submitted: Padded<AtomicU64>,
-    submit_abandoned: AtomicU64,
-    /// Messages of revoked partitions that will never finish here.
-    revoked: AtomicU64,
-    lanes: Vec<Padded<LaneCounters>>,
-    /// Interrupts backoff sleeps on abort/stop.
-    wake_lock: Mutex<()>,
-    wake_cv: Condvar,
-}
-
-impl Shared {
-    #[inline]
-    fn refusal(&self) -> Option<SubmitError> {
-        if self.failed.load(AO::SeqCst) {
-            Some(SubmitError::Stopped)
-        } else if self.phase.load(AO::SeqCst) != RUNNING {
-            Some(SubmitError::ShuttingDown)
-        } else {
-            None
-        }
-    }
-
-    #[inline]
-    fn aborting(&self) -> bool {
-        self.phase.load(AO::Relaxed) == ABORTING
-    }
-
-    #[inline]
-    fn halted(&self) -> bool {
-        self.aborting() || self.failed.load(AO::Relaxed)
-    }
-
-    fn wake_everyone(&self) {
-        self.capacity.signal_all();
-        let _g = self.wake_lock.lock();
-        self.wake_cv.notify_all();
-    }
-
-    /// Sleeps for a retry backoff; false if the pool halted meanwhile.
-    fn backoff(&self, attempt: u32) -> bool {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        let delay = self
-            .backoff_initial
-            .saturating_mul(factor)
-            .min(self.backoff_max);
-        let deadline = Instant::now() + delay;
-        let mut g = self.wake_lock.lock();
-        loop {
-            if self.halted() {
-                return false;
+            Staged::Lanes(per_lane) => {
+                let lanes = per_lane.len();
+                let hint = n / lanes + n / (2 * lanes) + 4;
+                per_lane.iter_mut().for_each(|v| v.reserve(hint));
             }
-            if self.wake_cv.wait_until(&mut g, deadline).timed_out() {
-                return !self.halted();
-            }
+            Staged::Keys(v) => v.reserve(n),
         }
     }
 
-    fn stop_with(&self, msg: Message, error: HandlerError) {
-        tracing::error!(
-            topic = %msg.topic, partition = msg.partition, offset = msg.offset, %error,
-            "message failed after all retries; stopping the worker pool"
-        );
-        {
-            let mut f = self.failure.lock();
-            if f.is_none() {
-                *f = Some(FailedMessage {
-                    message: msg,
-                    error,
-                });
+    /// Drops staged jobs that will never be handed off (the pool halted):
+    /// they stay unfinished in the tracker and count as abandoned.
+    fn abandon(&mut self, sh: &Shared) {
+        match self {
+            Staged::Lanes(per_lane) => per_lane.iter_mut().for_each(|v| {
+                sh.abandon(v.len());
+                v.clear();
+            }),
+            Staged::Keys(v) => {
+                sh.abandon(v.len());
+                v.clear();
             }
-        }
-        self.failed.store(true, AO::SeqCst);
-        self.wake_everyone();
-    }
-
-    /// Runs one message to its end (success, policy, or halt). Pushes its
-    /// completion to `batch` if it is finished.
-    fn run_job(&self, counters: &LaneCounters, job: Job, batch: &mut Vec<Completion>) {
-        let mut attempt = 0u32;
-        let error = loop {
-            let outcome = catch_unwind(AssertUnwindSafe(|| self.handler.handle(&job.msg)));
-            let error = match outcome {
-                Ok(Ok(())) => {
-                    bump(&counters.finished);
-                    batch.push(job.done);
-                    return;
-                }
-                Ok(Err(e)) => e,
-                Err(payload) => HandlerError::from_panic(payload),
-            };
-            if attempt >= self.retries {
-                break error;
-            }
-            attempt += 1;
-            bump(&counters.retried);
-            tracing::debug!(
-                topic = %job.msg.topic, partition = job.msg.partition, offset = job.msg.offset,
-                attempt, %error, "handler failed; retrying"
-            );
-            if !self.backoff(attempt) {
-                // Aborted or stopped while waiting: leave it unfinished.
-                bump(&counters.abandoned);
-                return;
-            }
-            if job.done.is_revoked() {
-                // Its partition moved to another member while we waited: no
-                // more attempts here (nor a failure policy: it is not ours).
-                return;
-            }
-        };
-        bump(&counters.failed);
-        match &self.policy {
-            FailurePolicy::Stop => self.stop_with(job.msg, error),
-            FailurePolicy::Skip => {
-                tracing::warn!(
-                    topic = %job.msg.topic, partition = job.msg.partition, offset = job.msg.offset,
-                    %error, "message failed after all retries; skipping it"
-                );
-                bump(&counters.skipped);
-                bump(&counters.finished);
-                batch.push(job.done);
-            }
-            FailurePolicy::DeadLetter(dead_letter) => {
-                match catch_unwind(AssertUnwindSafe(|| dead_letter(&job.msg, &error))) {
-                    Ok(Ok(())) => {
-                        bump(&counters.dead_lettered);
-                        bump(&counters.finished);
-                        batch.push(job.done);
-                    }
-                    Ok(Err(why)) => self.stop_with(
-                        job.msg,
-                        HandlerError::new(format!("dead-letter failed: {why} (handler: {error})")),
-                    ),
-                    Err(payload) => {
-                        let why = HandlerError::from_panic(payload);
-                        self.stop_with(
-                            job.msg,
-                            HandlerError::new(format!(
-                                "dead-letter failed: {why} (handler: {error})"
-                            )),
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    fn flush(&self, batch: &mut Vec<Completion>, taken: &mut usize) {
-        finish_batch(batch);
-        self.capacity.release(std::mem::take(taken));
-    }
-
-    /// Runs one job taken off the queue (or drops it if the pool halted),
-    /// and publishes completions when due.
-    #[inline]
-    fn lane_job(
-        &self,
-        counters: &LaneCounters,
-        job: Job,
-        batch: &mut Vec<Completion>,
-        taken: &mut usize,
-    ) -> Next {
-        bump(&counters.processed);
-        *taken += 1;
-        if job.done.is_revoked() {
-            // Its partition belongs to another member now: drop it unhandled.
-            drop(job);
-            return Next::Continue;
-        }
-        if self.halted() {
-            // Dropping the job without finishing keeps its offset
-            // uncommitted: it will be redelivered.
-            bump(&counters.abandoned);
-            drop(job);
-            return if self.aborting() {
-                Next::Exit
-            } else {
-                Next::Continue
-            };
-        }
-        self.run_job(counters, job, batch);
-        if batch.len() >= COMPLETION_BATCH
-            || self.phase.load(AO::Relaxed) != RUNNING
-            || self.capacity.has_waiters()
-            || self.tracker.has_waiters()
-        {
-            self.flush(batch, taken);
-        }
-        if self.aborting() {
-            Next::Exit
-        } else {
-            Next::Continue
-        }
-    }
-
-    /// Counts jobs a lane drops unprocessed on its way out (they stay
-    /// unfinished in the tracker) and returns their capacity.
-    fn abandon_on_exit(&self, counters: &LaneCounters, jobs: usize) {
-        for _ in 0..jobs {
-            bump(&counters.processed);
-            bump(&counters.abandoned);
-        }
-        self.capacity.release(jobs);
-    }
-
-    fn lane_main(&self, lane: usize, rx: Receiver<LaneMsg>) {
-        let counters: &LaneCounters = &self.lanes[lane];
-        let queued: &AtomicUsize = &self.queued[lane];
-        let mut batch: Vec<Completion> = Vec::with_capacity(COMPLETION_BATCH);
-        // Jobs taken off the queue whose capacity is not yet returned.
-        let mut taken = 0usize;
-        'run: loop {
-            let item = match rx.try_recv() {
-                Ok(item) => item,
-                Err(TryRecvError::Empty) => {
-                    // About to sleep: publish what is done first, so commits
-                    // and waiters never wait on an idle lane.
-                    self.flush(&mut batch, &mut taken);
-                    match rx.recv() {
-                        Ok(item) => item,
-                        Err(_) => break,
-                    }
-                }
-                Err(TryRecvError::Disconnected) => break,
-            };
-            let n = item.jobs();
-            if n > 0 {
-                // Queue room was freed: wake a submitter waiting for it.
-                // Fenced (in `signal`), pairing with the waiter's fence, so
-                // the wakeup is never lost; paid once per item, not per
-                // message, when items carry batches.
-                queued.fetch_sub(n, AO::SeqCst);
-                self.capacity.signal();
-            }
-            match item {
-                LaneMsg::Job(job) => {
-                    if let Next::Exit = self.lane_job(counters, job, &mut batch, &mut taken) {
-                        break;
-                    }
-                }
-                LaneMsg::Jobs(jobs) => {
-                    let mut jobs = jobs.into_iter();
-                    while let Some(job) = jobs.next() {
-                        if let Next::Exit = self.lane_job(counters, job, &mut batch, &mut taken) {
-                            self.abandon_on_exit(counters, jobs.len());
-                            break 'run;
-                        }
-                    }
-                }
-                LaneMsg::Shutdown => break,
-            }
-        }
-        self.flush(&mut batch, &mut taken);
-        // Count what is left in the queue so the stats add up; the jobs stay
-        // unfinished in the tracker.
-        while let Ok(item) = rx.try_recv() {
-            let n = item.jobs();
-            queued.fetch_sub(n, AO::SeqCst);
-            self.abandon_on_exit(counters, n);
         }
     }
 }
@@ -630,52 +397,16 @@ impl Drop for ActiveSubmit<'_> {
     }
 }
 
-/// Room for `n` messages reserved in a lane's queue; returned on drop unless
-/// the item carrying them was queued ([`keep`](Self::keep)).
-struct LaneReservation<'a> {
-    queued: &'a AtomicUsize,
-    capacity: &'a Capacity,
-    n: usize,
-}
-
-impl LaneReservation<'_> {
-    /// The item was queued: the lane returns the room when it takes it.
-    fn keep(self) {
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for LaneReservation<'_> {
-    fn drop(&mut self) {
-        self.queued.fetch_sub(self.n, AO::SeqCst);
-        self.capacity.signal();
-    }
-}
-
-/// Capacity units a batch step holds and has not yet handed to a lane; they
-/// are returned when it is dropped (error, cancellation, short batch).
-struct BatchPermit<'a> {
+/// Capacity units a submission holds and has not yet handed to a worker;
+/// they are returned when it is dropped (error, cancellation, short batch).
+struct Permit<'a> {
     capacity: &'a Capacity,
     units: usize,
 }
 
-impl Drop for BatchPermit<'_> {
+impl Drop for Permit<'_> {
     fn drop(&mut self) {
         self.capacity.release(self.units);
-    }
-}
-
-/// Returns one unit of capacity unless the message reached a lane.
-struct CapacityPermit<'a> {
-    capacity: &'a Capacity,
-    armed: bool,
-}
-
-impl Drop for CapacityPermit<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.capacity.release(1);
-        }
     }
 }
 
@@ -683,8 +414,7 @@ impl Drop for CapacityPermit<'_> {
 /// `&self`, so fetch tasks can submit while a signal handler drains.
 pub struct Pool {
     shared: Arc<Shared>,
-    router: Router,
-    senders: Vec<Sender<LaneMsg>>,
+    engine: Engine,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Serialises drain/abort calls.
     shutdown: Mutex<()>,
@@ -693,15 +423,16 @@ pub struct Pool {
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
-            .field("lanes", &self.senders.len())
+            .field("scheduler", &self.scheduler())
+            .field("workers", &self.lanes())
             .field("stats", &self.stats())
             .finish()
     }
 }
 
 impl Pool {
-    /// Starts the lane threads. Messages submitted later are dispatched in
-    /// `tracker` and marked finished there by the lanes.
+    /// Starts the worker threads. Messages submitted later are dispatched
+    /// in `tracker` and marked finished there by the workers.
     pub fn new(
         config: PoolConfig,
         tracker: Arc<OffsetTracker>,
@@ -731,38 +462,28 @@ impl Pool {
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             capacity: Capacity::new(config.max_in_flight),
-            queued: (0..config.lanes).map(|_| Padded::default()).collect(),
-            lane_capacity: config.lane_capacity,
             active_submits: Padded(AtomicUsize::new(0)),
             submitted: Padded(AtomicU64::new(0)),
             submit_abandoned: AtomicU64::new(0),
             revoked: AtomicU64::new(0),
-            lanes: (0..config.lanes).map(|_| Padded::default()).collect(),
+            workers: (0..config.lanes).map(|_| Padded::default()).collect(),
             wake_lock: Mutex::new(()),
             wake_cv: Condvar::new(),
         });
-        let mut senders = Vec::with_capacity(config.lanes);
-        let mut threads = Vec::with_capacity(config.lanes);
-        for lane in 0..config.lanes {
-            let (tx, rx) = crossbeam_channel::bounded(config.lane_capacity);
-            let sh = Arc::clone(&shared);
-            let spawned = std::thread::Builder::new()
-                .name(format!("mykafkams-lane-{lane}"))
-                .spawn(move || sh.lane_main(lane, rx));
-            match spawned {
-                Ok(handle) => threads.push(handle),
-                Err(e) => {
-                    shared.phase.store(ABORTING, AO::SeqCst);
-                    drop(senders); // disconnects started lanes
-                    return Err(BuildError::Spawn(e));
-                }
+        let (engine, threads) = match config.scheduler {
+            Scheduler::Lanes => {
+                let (l, t) =
+                    Lanes::start(&shared, config.lanes, config.lane_capacity, config.ordering)?;
+                (Engine::Lanes(l), t)
             }
-            senders.push(tx);
-        }
+            Scheduler::Keys => {
+                let (k, t) = Keys::start(&shared, config.lanes, config.ordering)?;
+                (Engine::Keys(k), t)
+            }
+        };
         Ok(Self {
             shared,
-            router: Router::new(config.ordering, config.lanes),
-            senders,
+            engine,
             threads: Mutex::new(threads),
             shutdown: Mutex::new(()),
         })
@@ -777,210 +498,57 @@ impl Pool {
         }
     }
 
-    fn try_capacity(&self) -> Option<Result<(), SubmitError>> {
+    /// Refusal check plus a multi-unit capacity reservation; `None` = full.
+    fn try_capacity_up_to(&self, n: usize) -> Option<Result<usize, SubmitError>> {
         if let Some(e) = self.shared.refusal() {
             return Some(Err(e));
         }
-        self.shared.capacity.try_acquire().then_some(Ok(()))
+        match self.shared.capacity.try_acquire_up_to(n) {
+            0 => None,
+            got => Some(Ok(got)),
+        }
     }
 
-    /// Routes and dispatches in the tracker.
-    #[inline]
-    fn prepare(&self, msg: Message) -> Result<(usize, Job), SubmitError> {
-        let lane = self.router.lane(&msg);
+    /// Dispatches one message in the tracker.
+    fn prepare(&self, msg: Message) -> Result<Job, SubmitError> {
         let done = self
             .shared
             .tracker
             .dispatch(&msg.topic, msg.partition, msg.offset)
             .map_err(SubmitError::Offset)?;
-        Ok((lane, Job { msg, done }))
-    }
-
-    /// Reserves room for `n` messages in a lane's queue (all or nothing).
-    #[inline]
-    fn try_reserve(&self, lane: usize, n: usize) -> bool {
-        let queued = &self.shared.queued[lane];
-        let max = self.shared.lane_capacity;
-        let mut cur = queued.load(AO::SeqCst);
-        loop {
-            if cur + n > max {
-                return false;
-            }
-            match queued.compare_exchange_weak(cur, cur + n, AO::SeqCst, AO::Relaxed) {
-                Ok(_) => return true,
-                Err(actual) => cur = actual,
-            }
-        }
-    }
-
-    /// One attempt to reserve lane room; `None` = full, try again later.
-    /// While draining, lanes keep consuming: keep waiting. Only a halted
-    /// pool (stopped or aborting) will never make room.
-    fn lane_room(&self, lane: usize, n: usize) -> Option<Result<LaneReservation<'_>, SubmitError>> {
-        if self.try_reserve(lane, n) {
-            return Some(Ok(self.reservation(lane, n)));
-        }
-        if let Some(e) = self.shared.refusal()
-            && self.shared.halted()
-        {
-            return Some(Err(e));
-        }
-        None
-    }
-
-    fn reservation(&self, lane: usize, n: usize) -> LaneReservation<'_> {
-        LaneReservation {
-            queued: &self.shared.queued[lane],
-            capacity: &self.shared.capacity,
-            n,
-        }
-    }
-
-    /// Counts messages that were dispatched but will never reach a lane: they
-    /// stay unfinished in the tracker (redelivered after a restart).
-    fn abandon(&self, n: usize) {
-        self.shared
-            .submit_abandoned
-            .fetch_add(n as u64, AO::Relaxed);
-    }
-
-    /// One non-blocking send attempt of an item whose lane room is reserved;
-    /// `None` = channel full (only possible behind shutdown markers), try
-    /// again later.
-    #[inline]
-    fn try_send(
-        &self,
-        lane: usize,
-        pending: &mut Option<LaneMsg>,
-    ) -> Option<Result<(), SubmitError>> {
-        let item = pending.take().expect("item present until sent");
-        match self.senders[lane].try_send(item) {
-            Ok(()) => Some(Ok(())),
-            Err(TrySendError::Full(item)) => {
-                if let Some(e) = self.shared.refusal()
-                    && self.shared.halted()
-                {
-                    // Not queued: it stays unfinished in the tracker.
-                    self.abandon(item.jobs());
-                    return Some(Err(e));
-                }
-                *pending = Some(item);
-                None
-            }
-            Err(TrySendError::Disconnected(item)) => {
-                self.abandon(item.jobs());
-                Some(Err(SubmitError::ShuttingDown))
-            }
-        }
+        self.shared.submitted.fetch_add(1, AO::Relaxed);
+        Ok(Job { msg, done })
     }
 
     /// Submits a message, blocking the calling thread while the pool is full.
     ///
     /// Messages of one partition must be submitted in increasing offset
     /// order by one caller at a time (the partition's fetcher). On `Ok` the
-    /// message is queued on its lane and dispatched in the tracker. On error
-    /// it was either never dispatched (`Offset`, or refused up front) or left
+    /// message is queued and dispatched in the tracker. On error it was
+    /// either never dispatched (`Offset`, or refused up front) or left
     /// unfinished in the tracker, which is safe: it will be redelivered.
     /// Do not call from a tokio worker thread; use [`submit_async`](Self::submit_async).
     /// For many messages at once prefer [`submit_batch`](Self::submit_batch).
     pub fn submit(&self, msg: Message) -> Result<(), SubmitError> {
         let _active = self.enter()?;
         let cap = &self.shared.capacity;
-        if !cap.try_acquire() {
-            cap.wait_blocking(|| self.try_capacity())?;
-        }
-        let mut permit = CapacityPermit {
-            capacity: cap,
-            armed: true,
-        };
-        let (lane, job) = self.prepare(msg)?;
-        self.shared.submitted.fetch_add(1, AO::Relaxed);
-        self.send_blocking(lane, LaneMsg::Job(job))?;
-        permit.armed = false;
-        Ok(())
-    }
-
-    /// Blocking send of an item to a lane: reserves room for its messages
-    /// (waiting while the lane holds `lane_capacity` messages), then queues
-    /// it. Gives up only if the pool halts (stopped or aborting), in which
-    /// case the item is dropped and its messages stay unfinished.
-    fn send_blocking(&self, lane: usize, item: LaneMsg) -> Result<(), SubmitError> {
-        let n = item.jobs();
-        let reserved = if self.try_reserve(lane, n) {
-            self.reservation(lane, n)
-        } else {
-            match self
-                .shared
-                .capacity
-                .wait_blocking(|| self.lane_room(lane, n))
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    self.abandon(n);
-                    return Err(e);
-                }
-            }
-        };
-        // Fast path without reading the clock (send_timeout computes a deadline).
-        let mut item = match self.senders[lane].try_send(item) {
-            Ok(()) => {
-                reserved.keep();
-                return Ok(());
-            }
-            Err(TrySendError::Full(back)) => back,
-            Err(TrySendError::Disconnected(_)) => {
-                self.abandon(n);
-                return Err(SubmitError::ShuttingDown);
-            }
-        };
-        // The room is reserved, so the channel is only full behind shutdown
-        // markers; wait, waking up periodically to notice an abort or stop.
-        loop {
-            match self.senders[lane].send_timeout(item, RECHECK) {
-                Ok(()) => {
-                    reserved.keep();
-                    return Ok(());
-                }
-                Err(SendTimeoutError::Timeout(back)) => {
-                    if let Some(e) = self.shared.refusal()
-                        && self.shared.halted()
-                    {
-                        self.abandon(n);
-                        return Err(e);
-                    }
-                    item = back;
-                }
-                Err(SendTimeoutError::Disconnected(_)) => {
-                    self.abandon(n);
-                    return Err(SubmitError::ShuttingDown);
-                }
-            }
-        }
-    }
-
-    /// Async counterpart of [`send_blocking`](Self::send_blocking): never
-    /// blocks the executor thread. If the future is dropped, the item is
-    /// dropped (its messages stay unfinished) and the lane room returned.
-    async fn send_async(&self, lane: usize, item: LaneMsg) -> Result<(), SubmitError> {
-        let n = item.jobs();
-        let cap = &self.shared.capacity;
-        let reserved = if self.try_reserve(lane, n) {
-            self.reservation(lane, n)
-        } else {
-            match cap.wait_async(|| self.lane_room(lane, n)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    self.abandon(n);
-                    return Err(e);
-                }
-            }
-        };
-        let mut pending = Some(item);
-        match self.try_send(lane, &mut pending) {
+        let units = match self.try_capacity_up_to(1) {
             Some(r) => r?,
-            None => cap.wait_async(|| self.try_send(lane, &mut pending)).await?,
+            None => cap.wait_blocking(|| self.try_capacity_up_to(1))?,
+        };
+        let mut permit = Permit {
+            capacity: cap,
+            units,
+        };
+        let job = self.prepare(msg)?;
+        match &self.engine {
+            Engine::Lanes(l) => {
+                let lane = l.lane_of(&job.msg);
+                l.send_blocking(&self.shared, lane, LaneMsg::Job(job))?;
+            }
+            Engine::Keys(k) => k.enqueue([(k.queue_of(&job.msg), job)]),
         }
-        reserved.keep();
+        permit.units = 0;
         Ok(())
     }
 
@@ -994,17 +562,23 @@ impl Pool {
     pub async fn submit_async(&self, msg: Message) -> Result<(), SubmitError> {
         let _active = self.enter()?;
         let cap = &self.shared.capacity;
-        if !cap.try_acquire() {
-            cap.wait_async(|| self.try_capacity()).await?;
-        }
-        let mut permit = CapacityPermit {
-            capacity: cap,
-            armed: true,
+        let units = match self.try_capacity_up_to(1) {
+            Some(r) => r?,
+            None => cap.wait_async(|| self.try_capacity_up_to(1)).await?,
         };
-        let (lane, job) = self.prepare(msg)?;
-        self.shared.submitted.fetch_add(1, AO::Relaxed);
-        self.send_async(lane, LaneMsg::Job(job)).await?;
-        permit.armed = false;
+        let mut permit = Permit {
+            capacity: cap,
+            units,
+        };
+        let job = self.prepare(msg)?;
+        match &self.engine {
+            Engine::Lanes(l) => {
+                let lane = l.lane_of(&job.msg);
+                l.send_async(&self.shared, lane, LaneMsg::Job(job)).await?;
+            }
+            Engine::Keys(k) => k.enqueue([(k.queue_of(&job.msg), job)]),
+        }
+        permit.units = 0;
         Ok(())
     }
 
@@ -1014,12 +588,12 @@ impl Pool {
     /// Equivalent to calling [`submit`](Self::submit) for each message in
     /// order, with the same guarantees (per-key order, `max_in_flight` and
     /// `lane_capacity` respected, each message dispatched in the tracker
-    /// before a lane can see it), but much cheaper per message: the batch is
-    /// handled in steps of up to 256 messages, and each step reserves its
+    /// before a worker can see it), but much cheaper per message: the batch
+    /// is handled in steps of up to 256 messages, and each step reserves its
     /// in-flight budget with one atomic operation, dispatches its offsets
-    /// under one tracker lock per partition, and hands each lane its share
-    /// as one queue item (one channel operation and at most one wakeup per
-    /// lane per step).
+    /// under one tracker lock per partition, and hands the step over with
+    /// one queue item per lane (`lanes`) or one scheduler lock (`keys`), so
+    /// at most one wake-up per lane or per claim's worth of work.
     ///
     /// Messages of one partition must be in increasing offset order, and one
     /// caller at a time submits a given partition, as for `submit`. On `Ok`
@@ -1034,31 +608,43 @@ impl Pool {
         let _active = self.enter()?;
         let cap = &self.shared.capacity;
         let mut msgs = msgs.into_iter();
-        let mut per_lane: Vec<Vec<Job>> = (0..self.lanes()).map(|_| Vec::new()).collect();
+        let mut staged = Staged::new(&self.engine);
         while msgs.len() > 0 {
             let want = msgs.len().min(SUBMIT_CHUNK);
             let got = match self.try_capacity_up_to(want) {
                 Some(r) => r?,
                 None => cap.wait_blocking(|| self.try_capacity_up_to(want))?,
             };
-            let mut permit = BatchPermit {
+            let mut permit = Permit {
                 capacity: cap,
                 units: got,
             };
-            let staging = self.stage(&mut msgs, got, &mut per_lane);
-            for lane in 0..per_lane.len() {
-                let mut jobs = std::mem::take(&mut per_lane[lane]);
-                while !jobs.is_empty() {
-                    let rest = self.split_for_lane(&mut jobs);
-                    let n = jobs.len();
-                    if let Err(e) = self.send_blocking(lane, LaneMsg::Jobs(jobs)) {
-                        self.abandon(rest.len());
-                        self.abandon_staged(&mut per_lane);
-                        return Err(e);
+            let staging = self.stage(&mut msgs, got, &mut staged);
+            match (&self.engine, &mut staged) {
+                (Engine::Lanes(l), Staged::Lanes(per_lane)) => {
+                    // Indexed: on error the lanes not yet sent are abandoned.
+                    #[allow(clippy::needless_range_loop)]
+                    for lane in 0..per_lane.len() {
+                        let mut jobs = std::mem::take(&mut per_lane[lane]);
+                        while !jobs.is_empty() {
+                            let rest = l.split_for_lane(&mut jobs);
+                            let n = jobs.len();
+                            if let Err(e) = l.send_blocking(&self.shared, lane, LaneMsg::Jobs(jobs))
+                            {
+                                self.shared.abandon(rest.len());
+                                staged.abandon(&self.shared);
+                                return Err(e);
+                            }
+                            permit.units -= n;
+                            jobs = rest;
+                        }
                     }
-                    permit.units -= n;
-                    jobs = rest;
                 }
+                (Engine::Keys(k), Staged::Keys(jobs)) => {
+                    permit.units -= jobs.len();
+                    k.enqueue(jobs.drain(..));
+                }
+                _ => unreachable!("staged for another scheduler"),
             }
             staging?;
         }
@@ -1084,76 +670,63 @@ impl Pool {
         let _active = self.enter()?;
         let cap = &self.shared.capacity;
         let mut msgs = msgs.into_iter().peekable();
-        let mut per_lane: Vec<Vec<Job>> = (0..self.lanes()).map(|_| Vec::new()).collect();
+        let mut staged = Staged::new(&self.engine);
         while msgs.peek().is_some() {
             let want = msgs.size_hint().0.clamp(1, SUBMIT_CHUNK);
             let got = match self.try_capacity_up_to(want) {
                 Some(r) => r?,
                 None => cap.wait_async(|| self.try_capacity_up_to(want)).await?,
             };
-            let mut permit = BatchPermit {
+            let mut permit = Permit {
                 capacity: cap,
                 units: got,
             };
-            let staging = self.stage(&mut msgs, got, &mut per_lane);
-            for lane in 0..per_lane.len() {
-                let mut jobs = std::mem::take(&mut per_lane[lane]);
-                while !jobs.is_empty() {
-                    let rest = self.split_for_lane(&mut jobs);
-                    let n = jobs.len();
-                    if let Err(e) = self.send_async(lane, LaneMsg::Jobs(jobs)).await {
-                        self.abandon(rest.len());
-                        self.abandon_staged(&mut per_lane);
-                        return Err(e);
+            let staging = self.stage(&mut msgs, got, &mut staged);
+            match (&self.engine, &mut staged) {
+                (Engine::Lanes(l), Staged::Lanes(per_lane)) => {
+                    // Indexed: on error the lanes not yet sent are abandoned.
+                    #[allow(clippy::needless_range_loop)]
+                    for lane in 0..per_lane.len() {
+                        let mut jobs = std::mem::take(&mut per_lane[lane]);
+                        while !jobs.is_empty() {
+                            let rest = l.split_for_lane(&mut jobs);
+                            let n = jobs.len();
+                            let sent = l.send_async(&self.shared, lane, LaneMsg::Jobs(jobs)).await;
+                            if let Err(e) = sent {
+                                self.shared.abandon(rest.len());
+                                staged.abandon(&self.shared);
+                                return Err(e);
+                            }
+                            permit.units -= n;
+                            jobs = rest;
+                        }
                     }
-                    permit.units -= n;
-                    jobs = rest;
                 }
+                (Engine::Keys(k), Staged::Keys(jobs)) => {
+                    permit.units -= jobs.len();
+                    k.enqueue(jobs.drain(..));
+                }
+                _ => unreachable!("staged for another scheduler"),
             }
             staging?;
         }
         Ok(())
     }
 
-    /// Keeps at most `lane_capacity` jobs in `jobs` (what one queue item may
-    /// carry) and returns the rest.
-    #[inline]
-    fn split_for_lane(&self, jobs: &mut Vec<Job>) -> Vec<Job> {
-        if jobs.len() > self.shared.lane_capacity {
-            jobs.split_off(self.shared.lane_capacity)
-        } else {
-            Vec::new()
-        }
-    }
-
-    /// Refusal check plus a multi-unit capacity reservation; `None` = full.
-    fn try_capacity_up_to(&self, n: usize) -> Option<Result<usize, SubmitError>> {
-        if let Some(e) = self.shared.refusal() {
-            return Some(Err(e));
-        }
-        match self.shared.capacity.try_acquire_up_to(n) {
-            0 => None,
-            got => Some(Ok(got)),
-        }
-    }
-
-    /// Takes up to `n` messages from `msgs`, routes them and dispatches them
-    /// in the tracker, holding each partition's lock once per run of
-    /// messages of that partition, and appends each to its lane's list in
-    /// order. Stops at the first message the tracker refuses: it and the
-    /// messages after it are not dispatched; those staged before it are
-    /// valid. Counts what it staged as submitted.
+    /// Takes up to `n` messages from `msgs`, dispatches them in the tracker,
+    /// holding each partition's lock once per run of messages of that
+    /// partition, and stages each for its lane or queue, in order. Stops at
+    /// the first message the tracker refuses: it and the messages after it
+    /// are not dispatched; those staged before it are valid. Counts what it
+    /// staged as submitted.
     fn stage(
         &self,
         msgs: &mut impl Iterator<Item = Message>,
         n: usize,
-        per_lane: &mut [Vec<Job>],
+        staged: &mut Staged,
     ) -> Result<(), SubmitError> {
         let tracker = &self.shared.tracker;
-        let hint = n / per_lane.len() + n / (2 * per_lane.len()) + 4;
-        for jobs in per_lane.iter_mut() {
-            jobs.reserve(hint);
-        }
+        staged.reserve(n);
         let mut left = n;
         let mut next = if left > 0 { msgs.next() } else { None };
         let result = 'outer: {
@@ -1166,12 +739,11 @@ impl Pool {
                 let mut dispatcher = part.dispatcher();
                 let mut msg = first;
                 loop {
-                    let lane = self.router.lane(&msg);
                     let done = match dispatcher.dispatch(msg.offset) {
                         Ok(d) => d,
                         Err(e) => break 'outer Err(SubmitError::Offset(e)),
                     };
-                    per_lane[lane].push(Job { msg, done });
+                    staged.push(&self.engine, Job { msg, done });
                     left -= 1;
                     if left == 0 {
                         break 'outer Ok(());
@@ -1194,23 +766,22 @@ impl Pool {
         result
     }
 
-    /// Drops staged jobs that will never be sent (the pool halted): they stay
-    /// unfinished in the tracker and count as abandoned.
-    fn abandon_staged(&self, per_lane: &mut [Vec<Job>]) {
-        for jobs in per_lane {
-            self.abandon(jobs.len());
-            jobs.clear();
-        }
-    }
-
     /// The offset tracker this pool dispatches into.
     pub fn tracker(&self) -> &Arc<OffsetTracker> {
         &self.shared.tracker
     }
 
-    /// Number of lanes.
+    /// Number of worker threads (lanes, for the `lanes` scheduler).
     pub fn lanes(&self) -> usize {
-        self.senders.len()
+        self.shared.workers.len()
+    }
+
+    /// Which scheduler runs this pool.
+    pub fn scheduler(&self) -> Scheduler {
+        match self.engine {
+            Engine::Lanes(_) => Scheduler::Lanes,
+            Engine::Keys(_) => Scheduler::Keys,
+        }
     }
 
     /// The message that stopped the pool under [`FailurePolicy::Stop`], if any.
@@ -1231,7 +802,7 @@ impl Pool {
             abandoned: sh.submit_abandoned.load(AO::Relaxed),
             ..PoolStats::default()
         };
-        for (lane, c) in sh.lanes.iter().enumerate() {
+        for c in sh.workers.iter() {
             s.finished += c.finished.load(AO::Relaxed);
             s.failed += c.failed.load(AO::Relaxed);
             s.retried += c.retried.load(AO::Relaxed);
@@ -1239,7 +810,17 @@ impl Pool {
             s.dead_lettered += c.dead_lettered.load(AO::Relaxed);
             s.abandoned += c.abandoned.load(AO::Relaxed);
             s.lane_processed.push(c.processed.load(AO::Relaxed));
-            s.lane_depth.push(sh.queued[lane].load(AO::Relaxed));
+        }
+        match &self.engine {
+            Engine::Lanes(l) => {
+                s.lane_depth = l.depths();
+                s.queued = s.lane_depth.iter().sum::<usize>() as u64;
+            }
+            Engine::Keys(k) => {
+                let (queued, ready) = k.depth();
+                s.queued = queued as u64;
+                s.ready_keys = ready as u64;
+            }
         }
         s.revoked = sh.revoked.load(AO::Relaxed);
         s.in_flight = s.submitted.saturating_sub(s.finished + s.revoked);
@@ -1257,11 +838,11 @@ impl Pool {
         self.shared.capacity.used()
     }
 
-    /// Stops accepting messages, lets the lanes finish everything queued,
+    /// Stops accepting messages, lets the workers finish everything queued,
     /// joins them and reports what is left. Bounded by `timeout`: when it
-    /// expires the pool switches to [`abort`](Self::abort) behaviour (lanes
-    /// finish only the message they are running) and returns; lanes still
-    /// inside a handler are detached and counted in the report.
+    /// expires the pool switches to [`abort`](Self::abort) behaviour
+    /// (workers finish only the message they are running) and returns;
+    /// workers still inside a handler are detached and counted in the report.
     ///
     /// Safe to call from any thread, more than once, and concurrently with
     /// submitters (they get [`SubmitError::ShuttingDown`]).
@@ -1273,18 +854,13 @@ impl Pool {
             .phase
             .compare_exchange(RUNNING, DRAINING, AO::SeqCst, AO::SeqCst);
         sh.wake_everyone();
-        // After this no new message can reach a lane, so a Shutdown marker
-        // queued behind the last message really is last.
+        // After this no new message can reach a worker, so what is queued
+        // now really is the last of it.
         let mut timed_out = !wait_until(deadline, || sh.active_submits.load(AO::SeqCst) == 0);
         if !timed_out {
-            for tx in &self.senders {
-                if tx
-                    .send_deadline(LaneMsg::Shutdown, deadline)
-                    .is_err_and(|e| matches!(e, crossbeam_channel::SendTimeoutError::Timeout(_)))
-                {
-                    timed_out = true;
-                    break;
-                }
+            match &self.engine {
+                Engine::Lanes(l) => timed_out = !l.send_shutdown(deadline),
+                Engine::Keys(k) => k.close(),
             }
         }
         if !timed_out {
@@ -1299,9 +875,9 @@ impl Pool {
         self.report(timed_out)
     }
 
-    /// Stops accepting messages, lets each lane finish only the message it
-    /// is running (queued ones are dropped, unfinished), joins the lanes and
-    /// reports what is left. Bounded by `timeout` like [`drain`](Self::drain).
+    /// Stops accepting messages, lets each worker finish only the message it
+    /// is running (queued ones are dropped, unfinished), joins the workers
+    /// and reports what is left. Bounded by `timeout` like [`drain`](Self::drain).
     pub fn abort(&self, timeout: Duration) -> ShutdownReport {
         let deadline = Instant::now() + timeout;
         let _one_at_a_time = self.shutdown.lock();
@@ -1311,24 +887,28 @@ impl Pool {
     }
 
     /// Escalates a running [`drain`](Self::drain) (on another thread) to
-    /// abort behaviour without waiting for it: lanes finish only the message
-    /// they are running and drop the rest, unfinished. Used when a second stop
-    /// signal arrives during a graceful stop.
+    /// abort behaviour without waiting for it: workers finish only the
+    /// message they are running and drop the rest, unfinished. Used when a
+    /// second stop signal arrives during a graceful stop.
     pub fn interrupt(&self) {
         self.begin_abort();
     }
 
     fn begin_abort(&self) {
-        self.shared.phase.store(ABORTING, AO::SeqCst);
-        self.shared.wake_everyone();
-        // Wake lanes sleeping on an empty queue; a full queue means its lane
-        // is busy and will see the phase after its current message.
-        for tx in &self.senders {
-            let _ = tx.try_send(LaneMsg::Shutdown);
+        let sh = &self.shared;
+        sh.phase.store(ABORTING, AO::SeqCst);
+        sh.wake_everyone();
+        match &self.engine {
+            Engine::Lanes(l) => l.wake_for_abort(),
+            Engine::Keys(k) => {
+                let dropped = k.abort();
+                sh.abandon(dropped);
+                sh.capacity.release(dropped);
+            }
         }
     }
 
-    /// Joins lane threads that finish by `deadline`; true if all did.
+    /// Joins worker threads that finish by `deadline`; true if all did.
     fn join_until(&self, deadline: Instant) -> bool {
         let mut threads = self.threads.lock();
         let all = wait_until(deadline, || threads.iter().all(JoinHandle::is_finished));
@@ -1336,7 +916,7 @@ impl Pool {
         for h in threads.drain(..) {
             if h.is_finished() {
                 if h.join().is_err() {
-                    tracing::error!("a pool lane thread panicked outside a handler");
+                    tracing::error!("a pool worker thread panicked outside a handler");
                 }
             } else {
                 still.push(h);
@@ -1375,8 +955,8 @@ impl Pool {
 }
 
 impl Drop for Pool {
-    /// Dropping a pool that was not drained aborts it without waiting: lanes
-    /// finish their current message and exit on their own.
+    /// Dropping a pool that was not drained aborts it without waiting:
+    /// workers finish their current message and exit on their own.
     fn drop(&mut self) {
         if !self.threads.get_mut().is_empty() {
             self.begin_abort();

@@ -15,7 +15,7 @@ use mykafkams::offsets::OffsetTracker;
 use mykafkams::partitioner::partition_for_key;
 use mykafkams::pool::routing::lane_for_key;
 use mykafkams::pool::{
-    FailurePolicy, HandlerError, Ordering, Pool, PoolConfig, ShutdownReport, SubmitError,
+    FailurePolicy, HandlerError, Ordering, Pool, PoolConfig, Scheduler, ShutdownReport, SubmitError,
 };
 use parking_lot::Mutex;
 use proptest::prelude::*;
@@ -214,9 +214,16 @@ fn spin(us: u8) {
     }
 }
 
-fn config(lanes: usize, ordering: Ordering, policy: FailurePolicy, retries: u32) -> PoolConfig {
+fn config(
+    scheduler: Scheduler,
+    lanes: usize,
+    ordering: Ordering,
+    policy: FailurePolicy,
+    retries: u32,
+) -> PoolConfig {
     PoolConfig {
         lanes,
+        scheduler,
         lane_capacity: 4,
         max_in_flight: 32,
         ordering,
@@ -244,6 +251,11 @@ fn batch_size() -> impl Strategy<Value = usize> {
     prop_oneof![Just(0usize), 1..8usize, 8..400usize]
 }
 
+/// Every property runs against both schedulers.
+fn scheduler() -> impl Strategy<Value = Scheduler> {
+    prop_oneof![Just(Scheduler::Lanes), Just(Scheduler::Keys)]
+}
+
 fn ordering() -> impl Strategy<Value = Ordering> {
     prop_oneof![Just(Ordering::Key), Just(Ordering::Partition)]
 }
@@ -266,13 +278,14 @@ proptest! {
     fn order_and_exactly_once_with_retries(
         specs in specs(2),
         lanes in 1..=64usize,
+        scheduler in scheduler(),
         ordering in ordering(),
         batch in batch_size(),
     ) {
         quiet_injected_panics();
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
-        let pool = Pool::new(config(lanes, ordering, FailurePolicy::Stop, 2), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let pool = Pool::new(config(scheduler, lanes, ordering, FailurePolicy::Stop, 2), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         submit_all(&pool, &world.msgs, batch).unwrap();
         let report = pool.drain(DRAIN);
         assert_drained(&report)?;
@@ -297,10 +310,10 @@ proptest! {
 
     /// Unordered mode still handles everything exactly once.
     #[test]
-    fn unordered_handles_everything_once(specs in specs(0), lanes in 1..=64usize) {
+    fn unordered_handles_everything_once(specs in specs(0), lanes in 1..=64usize, scheduler in scheduler()) {
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
-        let pool = Pool::new(config(lanes, Ordering::Unordered, FailurePolicy::Stop, 0), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let pool = Pool::new(config(scheduler, lanes, Ordering::Unordered, FailurePolicy::Stop, 0), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         for m in &world.msgs {
             pool.submit(m.clone()).unwrap();
         }
@@ -321,6 +334,7 @@ proptest! {
     fn permanent_failures_are_skipped_or_dead_lettered_once(
         specs in specs(4),
         lanes in 1..=64usize,
+        scheduler in scheduler(),
         ordering in ordering(),
         dead_letter in any::<bool>(),
     ) {
@@ -339,7 +353,7 @@ proptest! {
         } else {
             FailurePolicy::Skip
         };
-        let pool = Pool::new(config(lanes, ordering, policy, retries), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let pool = Pool::new(config(scheduler, lanes, ordering, policy, retries), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         for m in &world.msgs {
             pool.submit(m.clone()).unwrap();
         }
@@ -380,6 +394,7 @@ proptest! {
     fn committable_only_covers_finished_messages(
         specs in specs(2),
         lanes in 1..=64usize,
+        scheduler in scheduler(),
         ordering in ordering(),
         skip_ahead in proptest::collection::vec(0..3i64, 4),
         batch in batch_size(),
@@ -390,7 +405,7 @@ proptest! {
         for p in 0..4 {
             tracker.set_next_fetch(&Arc::from(TOPIC), p, 0);
         }
-        let pool = Pool::new(config(lanes, ordering, FailurePolicy::Stop, 2), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let pool = Pool::new(config(scheduler, lanes, ordering, FailurePolicy::Stop, 2), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = {
             let world = Arc::clone(&world);
@@ -445,6 +460,7 @@ proptest! {
     fn crash_replay_loses_nothing(
         specs in specs(0),
         lanes in 1..=64usize,
+        scheduler in scheduler(),
         cut in any::<proptest::sample::Index>(),
     ) {
         let world = World::new(specs);
@@ -453,7 +469,7 @@ proptest! {
         for p in 0..4 {
             tracker.set_next_fetch(&topic, p, 0);
         }
-        let pool = Pool::new(config(lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let pool = Pool::new(config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         let cut = if world.msgs.is_empty() { 0 } else { cut.index(world.msgs.len() + 1) };
         for m in &world.msgs[..cut] {
             pool.submit(m.clone()).unwrap();
@@ -473,7 +489,7 @@ proptest! {
         for (p, c) in &resume {
             tracker2.set_next_fetch(&topic, *p, *c);
         }
-        let pool2 = Pool::new(config(lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker2), world.handler(&tracker2)).unwrap();
+        let pool2 = Pool::new(config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker2), world.handler(&tracker2)).unwrap();
         let mut replayed = Vec::new();
         for (i, m) in world.msgs.iter().enumerate() {
             if m.offset >= resume[&m.partition] {
@@ -499,13 +515,14 @@ proptest! {
     fn stop_keeps_committable_at_the_failed_message(
         specs in specs(3),
         lanes in 1..=64usize,
+        scheduler in scheduler(),
         ordering in ordering(),
         batch in batch_size(),
     ) {
         quiet_injected_panics();
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
-        let pool = Pool::new(config(lanes, ordering, FailurePolicy::Stop, 1), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let pool = Pool::new(config(scheduler, lanes, ordering, FailurePolicy::Stop, 1), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         let mut refused = false;
         match submit_all(&pool, &world.msgs, batch) {
             Ok(()) => {}
@@ -547,12 +564,13 @@ proptest! {
     fn async_submit_keeps_order_without_blocking_the_runtime(
         specs in specs(0),
         lanes in 1..=8usize,
+        scheduler in scheduler(),
         cap in 1..4usize,
         batch in batch_size(),
     ) {
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
-        let cfg = PoolConfig { lane_capacity: 1, max_in_flight: cap, ..config(lanes, Ordering::Key, FailurePolicy::Stop, 0) };
+        let cfg = PoolConfig { lane_capacity: 1, max_in_flight: cap, ..config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0) };
         let pool = Arc::new(Pool::new(cfg, Arc::clone(&tracker), world.handler(&tracker)).unwrap());
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let msgs = world.msgs.clone();
@@ -626,13 +644,14 @@ proptest! {
     fn batch_submit_respects_max_in_flight_and_lane_capacity(
         specs in specs(0),
         lanes in 1..=8usize,
+        scheduler in scheduler(),
         lane_capacity in 1..6usize,
         max_in_flight in 1..40usize,
         batch in 1..400usize,
     ) {
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
-        let cfg = PoolConfig { lane_capacity, max_in_flight, ..config(lanes, Ordering::Key, FailurePolicy::Stop, 0) };
+        let cfg = PoolConfig { lane_capacity, max_in_flight, ..config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0) };
         let pool = Arc::new(Pool::new(cfg, Arc::clone(&tracker), world.handler(&tracker)).unwrap());
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = {
@@ -686,11 +705,12 @@ proptest! {
     fn batch_submit_refuses_a_bad_offset_after_queueing_the_prefix(
         specs in specs(0).prop_filter("needs a message", |v| !v.is_empty()),
         lanes in 1..=16usize,
+        scheduler in scheduler(),
         cut in any::<proptest::sample::Index>(),
     ) {
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
-        let pool = Pool::new(config(lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let pool = Pool::new(config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         let cut = cut.index(world.msgs.len());
         // Re-submitting message `cut` after those up to it is a
         // non-increasing offset for its partition.
@@ -732,6 +752,7 @@ proptest! {
     fn batch_submit_async_is_cancel_safe(
         specs in specs(0),
         lanes in 1..=8usize,
+        scheduler in scheduler(),
         lane_capacity in 1..4usize,
         max_in_flight in 1..16usize,
         allowed in 0..40u32,
@@ -752,7 +773,7 @@ proptest! {
                 inner(m)
             }
         };
-        let cfg = PoolConfig { lane_capacity, max_in_flight, ..config(lanes, Ordering::Key, FailurePolicy::Stop, 0) };
+        let cfg = PoolConfig { lane_capacity, max_in_flight, ..config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0) };
         let pool = Pool::new(cfg, Arc::clone(&tracker), handler).unwrap();
         {
             let fut = pool.submit_batch_async(world.msgs.clone());
@@ -793,7 +814,7 @@ proptest! {
         for (p, c) in &resume {
             tracker2.set_next_fetch(&topic, *p, *c);
         }
-        let pool2 = Pool::new(config(lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker2), world.handler(&tracker2)).unwrap();
+        let pool2 = Pool::new(config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker2), world.handler(&tracker2)).unwrap();
         let replay: Vec<Message> = world.msgs.iter().filter(|m| m.offset >= resume[&m.partition]).cloned().collect();
         pool2.submit_batch(replay).unwrap();
         let report2 = pool2.drain(DRAIN);

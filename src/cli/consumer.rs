@@ -15,7 +15,7 @@ use crate::fetcher::{FetchConfig, Reset};
 use crate::group::GroupProtocol;
 use crate::group::assignor::Assignor;
 use crate::handlers::{ExecHandler, Format, PrintHandler};
-use crate::pool::{FailurePolicy, Ordering};
+use crate::pool::{FailurePolicy, Ordering, Scheduler};
 
 /// A preference list of assignors (an alias, so clap takes it as one value).
 type Assignors = Vec<Assignor>;
@@ -82,9 +82,13 @@ pub struct ConsumerArgs {
     /// Where to start without a committed offset (or when it is out of range): earliest or latest.
     #[arg(long, default_value = "earliest", env = "KAFKA_RESET", value_parser = parse_reset)]
     reset: Reset,
-    /// Worker lanes (threads). Default: CPUs x 4.
+    /// Worker threads. Default: CPUs x 4.
     #[arg(long, env = "KAFKA_WORKERS")]
     workers: Option<usize>,
+    /// How messages reach the workers: lanes (a key always on the same
+    /// thread) or keys (a queue per key, any free thread runs the next ready key).
+    #[arg(long, default_value = "lanes", env = "KAFKA_SCHEDULER")]
+    scheduler: Scheduler,
     /// Order kept: key (per key), partition (per partition), unordered.
     #[arg(long, default_value = "key", env = "KAFKA_ORDERING", value_parser = parse_ordering)]
     ordering: Ordering,
@@ -326,6 +330,7 @@ fn config(args: &ConsumerArgs, command_line: &CommandLine) -> Result<ConsumerCon
         cfg.workers = w;
     }
     cfg.ordering = args.ordering;
+    cfg.scheduler = args.scheduler;
     cfg.max_in_flight = args.max_in_flight;
     cfg.retries = args.retries;
     cfg.retry_backoff = args.retry_backoff;

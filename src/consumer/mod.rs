@@ -45,6 +45,7 @@ use crate::group::{
 use crate::offsets::{OffsetTracker, PartitionOffsets, TopicPartition};
 use crate::pool::{
     BuildError, FailedMessage, FailurePolicy, Handler, Ordering, Pool, PoolConfig, PoolStats,
+    Scheduler,
 };
 
 use assignment::{Assignment, Settings};
@@ -93,9 +94,11 @@ pub struct ConsumerConfig {
     pub start: StartAt,
     /// Position when there is no committed offset or it is out of range.
     pub reset: Reset,
-    /// Worker lanes (threads).
+    /// Worker threads.
     pub workers: usize,
-    /// What order the lanes keep.
+    /// How messages are spread over the workers.
+    pub scheduler: Scheduler,
+    /// What order the workers keep.
     pub ordering: Ordering,
     /// Most messages fetched and not yet finished, over all partitions.
     pub max_in_flight: usize,
@@ -141,6 +144,7 @@ impl ConsumerConfig {
             start: StartAt::Committed,
             reset: Reset::Earliest,
             workers: cpus * 4,
+            scheduler: Scheduler::default(),
             ordering: Ordering::Key,
             max_in_flight: 10_000,
             retries: 3,
@@ -308,6 +312,7 @@ pub async fn run<H: Handler>(
     let tracker = Arc::new(OffsetTracker::new());
     let pool_cfg = PoolConfig {
         lanes: cfg.workers.max(1),
+        scheduler: cfg.scheduler,
         lane_capacity: cfg.max_in_flight.clamp(1, 1024),
         max_in_flight: cfg.max_in_flight.max(1),
         ordering: cfg.ordering,

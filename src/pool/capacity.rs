@@ -76,24 +76,6 @@ impl Capacity {
         }
     }
 
-    /// Takes one unit of the in-flight budget if available.
-    #[inline]
-    pub(crate) fn try_acquire(&self) -> bool {
-        let mut cur = self.used.load(Ordering::SeqCst);
-        loop {
-            if cur >= self.max {
-                return false;
-            }
-            match self
-                .used
-                .compare_exchange_weak(cur, cur + 1, Ordering::SeqCst, Ordering::Relaxed)
-            {
-                Ok(_) => return true,
-                Err(actual) => cur = actual,
-            }
-        }
-    }
-
     /// Takes up to `n` units of the in-flight budget at once (as many as are
     /// free, at most `n`); returns how many it took, 0 if none are free.
     #[inline]
@@ -127,14 +109,6 @@ impl Capacity {
 
     pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
-    }
-
-    /// Cheap hint (no fence): is anybody waiting right now? Used to decide
-    /// whether to release batched capacity early.
-    #[inline]
-    pub(crate) fn has_waiters(&self) -> bool {
-        self.sync_waiters.load(Ordering::Relaxed) > 0
-            || self.async_waiters.load(Ordering::Relaxed) > 0
     }
 
     /// Wakes every waiter if any is registered. Call after making room.

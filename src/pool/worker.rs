@@ -1,0 +1,385 @@
+//! Running a message to its end on a worker thread, whatever the scheduler.
+//!
+//! Both schedulers ([`lanes`](super::lanes) and [`keys`](super::keys)) hand
+//! their worker threads [`Job`]s; a [`Worker`] runs each one through the
+//! handler with retries and backoff, then the failure policy (DESIGN rule 5),
+//! and *publishes* what is done in blocks (rule 10): the handler's
+//! [`flush`](super::Handler::flush) first (a buffering handler writes its
+//! output), then one [`finish_batch`] for the tracker and one release of the
+//! in-flight budget. A message therefore counts as finished only once its
+//! output is written, and publishing costs one lock per partition and one
+//! wake-up per block, not per message.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering as AO};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::capacity::{Capacity, Padded};
+use super::{FailedMessage, FailurePolicy, Handler, HandlerError, SubmitError};
+use crate::Message;
+use crate::offsets::{Completion, OffsetTracker, finish_batch};
+
+pub(crate) const RUNNING: u8 = 0;
+pub(crate) const DRAINING: u8 = 1;
+pub(crate) const ABORTING: u8 = 2;
+
+/// A worker publishes at the latest when this many messages are done and
+/// unpublished: with 100-byte lines, a print block of ~100 KiB.
+const PUBLISH_BATCH: usize = 1024;
+
+/// ... or when the oldest unpublished message finished this long ago, so
+/// commits and waiters never lag a busy worker by more than this.
+const PUBLISH_AGE: Duration = Duration::from_millis(1);
+
+/// One message on its way through a worker, with its tracker token.
+pub(crate) struct Job {
+    pub(crate) msg: Message,
+    pub(crate) done: Completion,
+}
+
+/// What a worker does after taking a job.
+pub(crate) enum Next {
+    Continue,
+    Exit,
+}
+
+/// Per-worker counters, written only by their worker thread.
+#[derive(Default)]
+pub(crate) struct WorkerCounters {
+    pub(crate) processed: AtomicU64,
+    pub(crate) finished: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
+}
+
+/// Adds `n` to a counter that only one thread writes.
+#[inline]
+pub(crate) fn bump(c: &AtomicU64, n: u64) {
+    // Single writer per counter: a plain load+store avoids a locked RMW.
+    c.store(c.load(AO::Relaxed) + n, AO::Relaxed);
+}
+
+/// State shared by the pool handle, its scheduler and its worker threads.
+pub(crate) struct Shared {
+    pub(crate) handler: Box<dyn Handler>,
+    pub(crate) tracker: Arc<OffsetTracker>,
+    pub(crate) retries: u32,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) policy: FailurePolicy,
+    pub(crate) phase: AtomicU8,
+    pub(crate) failed: AtomicBool,
+    pub(crate) failure: Mutex<Option<FailedMessage>>,
+    /// The `max_in_flight` budget: taken by submitters, returned on publish.
+    pub(crate) capacity: Capacity,
+    /// Submit calls currently between their state check and their hand-off.
+    pub(crate) active_submits: Padded<AtomicUsize>,
+    /// Submitter-side counters (accepted / abandoned before reaching a worker).
+    pub(crate) submitted: Padded<AtomicU64>,
+    pub(crate) submit_abandoned: AtomicU64,
+    /// Messages of revoked partitions that will never finish here.
+    pub(crate) revoked: AtomicU64,
+    pub(crate) workers: Vec<Padded<WorkerCounters>>,
+    /// Interrupts backoff sleeps on abort/stop.
+    pub(crate) wake_lock: Mutex<()>,
+    pub(crate) wake_cv: Condvar,
+}
+
+impl Shared {
+    #[inline]
+    pub(crate) fn refusal(&self) -> Option<SubmitError> {
+        if self.failed.load(AO::SeqCst) {
+            Some(SubmitError::Stopped)
+        } else if self.phase.load(AO::SeqCst) != RUNNING {
+            Some(SubmitError::ShuttingDown)
+        } else {
+            None
+        }
+    }
+
+    #[inline]
+    pub(crate) fn aborting(&self) -> bool {
+        self.phase.load(AO::Relaxed) == ABORTING
+    }
+
+    #[inline]
+    pub(crate) fn halted(&self) -> bool {
+        self.aborting() || self.failed.load(AO::Relaxed)
+    }
+
+    pub(crate) fn wake_everyone(&self) {
+        self.capacity.signal_all();
+        let _g = self.wake_lock.lock();
+        self.wake_cv.notify_all();
+    }
+
+    /// Counts messages that were dispatched but will never reach a worker:
+    /// they stay unfinished in the tracker (redelivered after a restart).
+    pub(crate) fn abandon(&self, n: usize) {
+        self.submit_abandoned.fetch_add(n as u64, AO::Relaxed);
+    }
+
+    /// Sleeps for a retry backoff; false if the pool halted meanwhile.
+    fn backoff(&self, attempt: u32) -> bool {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        let delay = self
+            .backoff_initial
+            .saturating_mul(factor)
+            .min(self.backoff_max);
+        let deadline = Instant::now() + delay;
+        let mut g = self.wake_lock.lock();
+        loop {
+            if self.halted() {
+                return false;
+            }
+            if self.wake_cv.wait_until(&mut g, deadline).timed_out() {
+                return !self.halted();
+            }
+        }
+    }
+
+    fn stop_with(&self, msg: Message, error: HandlerError) {
+        tracing::error!(
+            topic = %msg.topic, partition = msg.partition, offset = msg.offset, %error,
+            "message failed after all retries; stopping the worker pool"
+        );
+        {
+            let mut f = self.failure.lock();
+            if f.is_none() {
+                *f = Some(FailedMessage {
+                    message: msg,
+                    error,
+                });
+            }
+        }
+        self.failed.store(true, AO::SeqCst);
+        self.wake_everyone();
+    }
+}
+
+/// One worker thread's state between publishing points.
+pub(crate) struct Worker<'a> {
+    shared: &'a Shared,
+    counters: &'a WorkerCounters,
+    /// The handler returned `Ok`; finished once a flush succeeds.
+    handled: Vec<Job>,
+    /// Finished by the failure policy (skipped or dead-lettered): no output
+    /// of theirs is buffered, so they do not wait for a flush.
+    resolved: Vec<Completion>,
+    /// Reused buffer of the completions of one publish.
+    completions: Vec<Completion>,
+    /// Jobs taken whose in-flight budget is not yet returned.
+    taken: usize,
+    /// When the oldest unpublished job was taken.
+    oldest: Option<Instant>,
+}
+
+impl<'a> Worker<'a> {
+    pub(crate) fn new(shared: &'a Shared, index: usize) -> Self {
+        Self {
+            shared,
+            counters: &shared.workers[index],
+            handled: Vec::with_capacity(PUBLISH_BATCH),
+            resolved: Vec::new(),
+            completions: Vec::with_capacity(PUBLISH_BATCH),
+            taken: 0,
+            oldest: None,
+        }
+    }
+
+    /// True if something taken is not yet published.
+    #[inline]
+    pub(crate) fn has_unpublished(&self) -> bool {
+        self.taken > 0
+    }
+
+    /// Runs one job taken off a queue, or drops it (its partition was
+    /// revoked, or the pool halted: it stays unfinished and is redelivered).
+    #[inline]
+    pub(crate) fn take(&mut self, job: Job) -> Next {
+        bump(&self.counters.processed, 1);
+        if self.taken == 0 {
+            self.oldest = Some(Instant::now());
+        }
+        self.taken += 1;
+        if job.done.is_revoked() {
+            // Its partition belongs to another member now: drop it unhandled.
+            return Next::Continue;
+        }
+        if self.shared.halted() {
+            bump(&self.counters.abandoned, 1);
+            return if self.shared.aborting() {
+                Next::Exit
+            } else {
+                Next::Continue
+            };
+        }
+        self.run(job);
+        if self.shared.aborting() {
+            Next::Exit
+        } else {
+            Next::Continue
+        }
+    }
+
+    /// Whether to publish now rather than take more work first: a full
+    /// block, an old one, or somebody waiting (a submitter for budget, a
+    /// commit or revocation for the tracker, a draining pool).
+    #[inline]
+    pub(crate) fn due(&self) -> bool {
+        let sh = self.shared;
+        self.taken >= PUBLISH_BATCH
+            || sh.phase.load(AO::Relaxed) != RUNNING
+            || sh.tracker.has_waiters()
+            || self.oldest.is_some_and(|t| t.elapsed() >= PUBLISH_AGE)
+    }
+
+    /// Flushes the handler, marks everything done finished in the tracker
+    /// and returns the in-flight budget of everything taken.
+    pub(crate) fn publish(&mut self) {
+        if !self.handled.is_empty() {
+            self.flush_handled();
+        }
+        self.completions.append(&mut self.resolved);
+        finish_batch(&mut self.completions);
+        self.shared
+            .capacity
+            .release(std::mem::take(&mut self.taken));
+        self.oldest = None;
+    }
+
+    /// Counts jobs a worker drops unprocessed on its way out (they stay
+    /// unfinished in the tracker) and returns their budget.
+    pub(crate) fn abandon_on_exit(&mut self, jobs: usize) {
+        bump(&self.counters.processed, jobs as u64);
+        bump(&self.counters.abandoned, jobs as u64);
+        self.shared.capacity.release(jobs);
+    }
+
+    /// The handler's flush with retries; then the handled jobs finish, or
+    /// the failure policy applies to each of them.
+    fn flush_handled(&mut self) {
+        let shared = self.shared;
+        let mut attempt = 0u32;
+        let error = loop {
+            let error = match catch_unwind(AssertUnwindSafe(|| shared.handler.flush())) {
+                Ok(Ok(())) => {
+                    bump(&self.counters.finished, self.handled.len() as u64);
+                    self.completions
+                        .extend(self.handled.drain(..).map(|job| job.done));
+                    return;
+                }
+                Ok(Err(e)) => e,
+                Err(payload) => HandlerError::from_panic(payload),
+            };
+            if attempt >= shared.retries {
+                break error;
+            }
+            attempt += 1;
+            bump(&self.counters.retried, self.handled.len() as u64);
+            tracing::debug!(attempt, %error, messages = self.handled.len(), "handler flush failed; retrying");
+            if !shared.backoff(attempt) {
+                bump(&self.counters.abandoned, self.handled.len() as u64);
+                self.handled.clear();
+                return;
+            }
+        };
+        let jobs: Vec<Job> = self.handled.drain(..).collect();
+        for job in jobs {
+            if shared.halted() {
+                bump(&self.counters.abandoned, 1);
+                continue;
+            }
+            if let Some(done) = self.apply_policy(job, error.clone()) {
+                self.completions.push(done);
+            }
+        }
+    }
+
+    /// Runs one message through the handler until it succeeds or the
+    /// failure policy dealt with it (or the pool halted while backing off).
+    fn run(&mut self, job: Job) {
+        let shared = self.shared;
+        let mut attempt = 0u32;
+        let error = loop {
+            let outcome = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&job.msg)));
+            let error = match outcome {
+                Ok(Ok(())) => {
+                    self.handled.push(job);
+                    return;
+                }
+                Ok(Err(e)) => e,
+                Err(payload) => HandlerError::from_panic(payload),
+            };
+            if attempt >= shared.retries {
+                break error;
+            }
+            attempt += 1;
+            bump(&self.counters.retried, 1);
+            tracing::debug!(
+                topic = %job.msg.topic, partition = job.msg.partition, offset = job.msg.offset,
+                attempt, %error, "handler failed; retrying"
+            );
+            if !shared.backoff(attempt) {
+                // Aborted or stopped while waiting: leave it unfinished.
+                bump(&self.counters.abandoned, 1);
+                return;
+            }
+            if job.done.is_revoked() {
+                // Its partition moved to another member while we waited: no
+                // more attempts here (nor a failure policy: it is not ours).
+                return;
+            }
+        };
+        if let Some(done) = self.apply_policy(job, error) {
+            self.resolved.push(done);
+        }
+    }
+
+    /// The failure policy for a message whose last attempt failed; returns
+    /// its completion if it now counts as finished.
+    fn apply_policy(&mut self, job: Job, error: HandlerError) -> Option<Completion> {
+        let shared = self.shared;
+        let c = self.counters;
+        bump(&c.failed, 1);
+        match &shared.policy {
+            FailurePolicy::Stop => {
+                shared.stop_with(job.msg, error);
+                None
+            }
+            FailurePolicy::Skip => {
+                tracing::warn!(
+                    topic = %job.msg.topic, partition = job.msg.partition, offset = job.msg.offset,
+                    %error, "message failed after all retries; skipping it"
+                );
+                bump(&c.skipped, 1);
+                bump(&c.finished, 1);
+                Some(job.done)
+            }
+            FailurePolicy::DeadLetter(dead_letter) => {
+                let why = match catch_unwind(AssertUnwindSafe(|| dead_letter(&job.msg, &error))) {
+                    Ok(Ok(())) => {
+                        bump(&c.dead_lettered, 1);
+                        bump(&c.finished, 1);
+                        return Some(job.done);
+                    }
+                    Ok(Err(why)) => HandlerError::new(why),
+                    Err(payload) => HandlerError::from_panic(payload),
+                };
+                shared.stop_with(
+                    job.msg,
+                    HandlerError::new(format!("dead-letter failed: {why} (handler: {error})")),
+                );
+                None
+            }
+        }
+    }
+}
