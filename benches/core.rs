@@ -3,8 +3,9 @@
 //! - ceiling: one producer thread -> one consumer thread over a raw bounded
 //!   crossbeam channel, moving the same `Message`s the pool moves;
 //! - pool: no-op handler, 100-byte values, 1,000 keys, Key ordering, offset
-//!   tracking included, for 1/2/4/8 lanes (submit from one thread, timed
-//!   until `drain` returns, i.e. until every message is finished);
+//!   tracking included, for 1/2/4/8 workers and both schedulers (`lanes`,
+//!   `keys`; submit from one thread, timed until `drain` returns, i.e. until
+//!   every message is finished);
 //! - tracker alone: dispatch + complete pairs per second.
 //!
 //! Each figure is the best of a few runs, to filter scheduler noise on a
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mykafkams::Message;
 use mykafkams::offsets::{Completion, OffsetTracker, finish_batch};
-use mykafkams::pool::{Ordering, Pool, PoolConfig};
+use mykafkams::pool::{Ordering, Pool, PoolConfig, Scheduler};
 
 const MESSAGES: usize = 2_000_000;
 const KEYS: usize = 1_000;
@@ -103,11 +104,12 @@ enum Submit {
 /// fetch of these messages holds several thousand).
 const FETCH_BATCH: usize = 500;
 
-fn pool(src: &Arc<Source>, lanes: usize, submit: Submit) -> Duration {
+fn pool(src: &Arc<Source>, scheduler: Scheduler, lanes: usize, submit: Submit) -> Duration {
     let tracker = Arc::new(OffsetTracker::new());
     tracker.set_next_fetch(&src.topic, 0, 0);
     let config = PoolConfig {
         lanes,
+        scheduler,
         lane_capacity: 1024,
         max_in_flight: 8192,
         ordering: Ordering::Key,
@@ -204,14 +206,16 @@ fn main() {
         (Submit::Batch, "submit_batch(500)"),
         (Submit::One, "submit"),
     ] {
-        for lanes in [1, 2, 4, 8] {
-            let r = rate(MESSAGES, best(|| pool(&src, lanes, submit)));
-            println!(
-                "| {:<44} | {:>12.0} | {:>9.0}% |",
-                format!("pool, {lanes} lane(s), {how}"),
-                r,
-                100.0 * r / ceiling
-            );
+        for scheduler in [Scheduler::Lanes, Scheduler::Keys] {
+            for lanes in [1, 2, 4, 8] {
+                let r = rate(MESSAGES, best(|| pool(&src, scheduler, lanes, submit)));
+                println!(
+                    "| {:<44} | {:>12.0} | {:>9.0}% |",
+                    format!("pool {scheduler}, {lanes} worker(s), {how}"),
+                    r,
+                    100.0 * r / ceiling
+                );
+            }
         }
     }
     println!("(pool: key order + offset tracking; the consumer uses submit_batch)");
