@@ -62,8 +62,8 @@ pub struct PrintHandler<W: Write + Send + 'static = std::io::Stdout> {
     id: usize,
 }
 
-/// Each handler's unwritten lines on this thread, by handler id (a worker
-/// thread serves one pool, so this holds one entry in practice).
+// Each handler's unwritten lines on this thread, by handler id (a worker
+// thread serves one pool, so this holds one entry in practice).
 thread_local! {
     static BLOCKS: RefCell<Vec<(usize, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
 }
