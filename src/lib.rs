@@ -17,6 +17,7 @@ pub mod dlq;
 pub mod error;
 pub mod fetcher;
 pub mod handlers;
+pub mod metrics;
 pub mod producer;
 pub mod records;
 

@@ -131,6 +131,9 @@ pub struct ConsumerArgs {
     /// Seconds to wait for the broker before giving up.
     #[arg(long, default_value_t = 10, env = "KAFKA_CONNECT_TIMEOUT")]
     connect_timeout: u64,
+    /// Serve Prometheus metrics on HOST:PORT (GET /metrics); port 0 picks one.
+    #[arg(long, value_name = "HOST:PORT", env = "KAFKA_METRICS_ADDR")]
+    metrics_addr: Option<String>,
     #[command(flatten)]
     security: SecurityArgs,
     #[command(flatten)]
@@ -360,7 +363,16 @@ fn config(args: &ConsumerArgs, command_line: &CommandLine) -> Result<ConsumerCon
 /// a signal, or a failure; prints the summary line.
 pub async fn main(args: ConsumerArgs, command_line: CommandLine) -> Result<()> {
     let mut os_signals = super::Signals::install()?;
-    let cfg = config(&args, &command_line)?;
+    let mut cfg = config(&args, &command_line)?;
+    // Listen first: a port in use should not wait for a broker.
+    let metrics = crate::metrics::ConsumerMetrics::new();
+    let endpoint = super::metrics_endpoint("consumer", args.metrics_addr.as_deref(), || {
+        metrics.registry()
+    })
+    .await?;
+    if endpoint.is_some() {
+        cfg.metrics = Some(metrics);
+    }
     let exec = match (args.handler.as_str(), args.command.is_empty()) {
         ("exec", true) => {
             return Err(Error::Usage(

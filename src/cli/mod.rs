@@ -8,6 +8,7 @@ use std::future::Future;
 
 use crate::config::{CommandLine, SecurityArgs, Tool};
 use crate::error::{EXIT_OK, Error, Result};
+use crate::metrics::MetricsServer;
 use crate::protocol::Security;
 
 /// Sends `tracing` output to stderr; the level comes from `RUST_LOG`
@@ -172,6 +173,23 @@ pub fn security(args: &SecurityArgs) -> Result<Security> {
         eprintln!("warning: {w}");
     }
     Ok(security)
+}
+
+/// Starts the `--metrics-addr` endpoint, if asked for, serving `registry`,
+/// and prints where (`<tool>: metrics on http://HOST:PORT/metrics`), so
+/// port 0 is usable. Keep the server alive for the run: dropping it stops
+/// serving.
+pub async fn metrics_endpoint(
+    tool: &str,
+    addr: Option<&str>,
+    registry: impl FnOnce() -> prometheus_client::registry::Registry,
+) -> Result<Option<MetricsServer>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let server = crate::metrics::serve(addr, registry()).await?;
+    eprintln!("{tool}: metrics on {}", server.url());
+    Ok(Some(server))
 }
 
 /// Parses `key=value` (for `--header`).

@@ -90,6 +90,9 @@ pub struct ProducerArgs {
     /// Client id shown in broker logs and quotas (default mykafkams-producer-PID).
     #[arg(long, env = "KAFKA_CLIENT_ID")]
     client_id: Option<String>,
+    /// Serve Prometheus metrics on HOST:PORT (GET /metrics); port 0 picks one.
+    #[arg(long, value_name = "HOST:PORT", env = "KAFKA_METRICS_ADDR")]
+    metrics_addr: Option<String>,
     #[command(flatten)]
     security: SecurityArgs,
     #[command(flatten)]
@@ -188,6 +191,12 @@ pub async fn main(args: ProducerArgs) -> Result<()> {
         ),
         None => Box::new(tokio::io::stdin()),
     };
+    // Listen before touching the network, like the input above.
+    let metrics = crate::metrics::ProducerMetrics::new();
+    let _endpoint = super::metrics_endpoint("producer", args.metrics_addr.as_deref(), || {
+        metrics.registry()
+    })
+    .await?;
     cluster::preflight(&cluster_cfg).await?;
     if args.create_topic {
         let client = cluster::connect(&cluster_cfg).await?;
@@ -208,6 +217,7 @@ pub async fn main(args: ProducerArgs) -> Result<()> {
         }
     }
     let producer = Producer::new(&cluster_cfg, cfg).await?;
+    metrics.attach(producer.counters());
 
     let outcome = feed(
         &producer,

@@ -6,20 +6,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::group::{CommitIdentity, GroupClient, GroupError};
+use crate::metrics::ConsumerMetrics;
 use crate::offsets::{PartitionOffsets, TopicPartition};
 
 /// Commits what the tracker says is safe for the partitions it is given.
 pub struct Committer {
     group: GroupClient,
     last: HashMap<TopicPartition, i64>,
+    metrics: Option<ConsumerMetrics>,
 }
 
 impl Committer {
-    /// A committer for the group behind `group`.
-    pub fn new(group: GroupClient) -> Self {
+    /// A committer for the group behind `group`; each request's latency
+    /// goes to `metrics`, if any.
+    pub fn new(group: GroupClient, metrics: Option<ConsumerMetrics>) -> Self {
         Self {
             group,
             last: HashMap::new(),
+            metrics,
         }
     }
 
@@ -65,7 +69,12 @@ impl Committer {
         if changed.is_empty() {
             return Ok(0);
         }
-        self.group.commit(&changed, who).await?;
+        let started = std::time::Instant::now();
+        let result = self.group.commit(&changed, who).await;
+        if let Some(m) = &self.metrics {
+            m.observe_commit(started.elapsed(), result.is_ok());
+        }
+        result?;
         for (topic, p, off) in &changed {
             self.last
                 .insert(TopicPartition::new(Arc::clone(topic), *p), *off);

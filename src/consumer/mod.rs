@@ -42,6 +42,7 @@ use crate::group::{
     CommitIdentity, GroupClient, GroupConfig, GroupEvent, MemberStatus, Membership,
     MembershipConfig, is_fencing_error,
 };
+use crate::metrics::{ConsumerMetrics, Timed};
 use crate::offsets::{OffsetTracker, PartitionOffsets, TopicPartition};
 use crate::pool::{
     BuildError, FailedMessage, FailurePolicy, Handler, Ordering, Pool, PoolConfig, PoolStats,
@@ -116,6 +117,9 @@ pub struct ConsumerConfig {
     pub drain_timeout: Duration,
     /// Fetch tuning.
     pub fetch: FetchConfig,
+    /// Metrics to feed (`--metrics-addr`): the handler is then timed, and
+    /// counters and partitions are read at scrape time. None: no metrics.
+    pub metrics: Option<ConsumerMetrics>,
 }
 
 impl ConsumerConfig {
@@ -154,6 +158,7 @@ impl ConsumerConfig {
             stats_interval: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
             fetch: FetchConfig::default(),
+            metrics: None,
         }
     }
 }
@@ -321,12 +326,21 @@ pub async fn run<H: Handler>(
         backoff_max: Duration::from_secs(30),
         failure_policy: on_failure,
     };
-    let pool = Arc::new(Pool::new(pool_cfg, Arc::clone(&tracker), handler).map_err(
-        |e| match e {
-            BuildError::InvalidConfig(m) => Error::Usage(m),
-            BuildError::Spawn(e) => Error::Internal(format!("starting worker threads: {e}")),
-        },
-    )?);
+    let pool = match &cfg.metrics {
+        Some(m) => Pool::new(
+            pool_cfg,
+            Arc::clone(&tracker),
+            Timed::new(handler, m.handler_latency()),
+        ),
+        None => Pool::new(pool_cfg, Arc::clone(&tracker), handler),
+    };
+    let pool = Arc::new(pool.map_err(|e| match e {
+        BuildError::InvalidConfig(m) => Error::Usage(m),
+        BuildError::Spawn(e) => Error::Internal(format!("starting worker threads: {e}")),
+    })?);
+    if let Some(m) = &cfg.metrics {
+        m.attach_pool(Arc::clone(&pool));
+    }
     let settings = Settings {
         cluster: cfg.cluster.clone(),
         fetch: cfg.fetch.clone(),
@@ -336,7 +350,7 @@ pub async fn run<H: Handler>(
     };
     let mut p = Pipeline {
         assignment: Assignment::new(settings, Arc::clone(&pool), tracker),
-        committer: Committer::new(group),
+        committer: Committer::new(group, cfg.metrics.clone()),
         membership: None,
         pool,
         progress: Progress::new(),
@@ -349,6 +363,7 @@ pub async fn run<H: Handler>(
         start: cfg.start,
         signals: shutdown.clone(),
         revocations: 0,
+        metrics: cfg.metrics.clone(),
     };
     match manual {
         Some(tps) => p.assign(tps).await?,
@@ -413,6 +428,8 @@ struct Pipeline {
     signals: ShutdownSignal,
     /// Partitions revoked in rebalances so far.
     revocations: u64,
+    /// Where the partitions' lag and committed offsets are published.
+    metrics: Option<ConsumerMetrics>,
 }
 
 /// The next membership event, or never without a group.
@@ -519,6 +536,20 @@ impl Pipeline {
             self.pool.note_revoked(offsets.in_flight() as u64);
             self.assignment.forget(offsets);
             self.committer.forget(tp);
+        }
+    }
+
+    /// Publishes lag and committed offsets per partition to the metrics
+    /// (with each periodic commit, not per message).
+    fn publish_metrics(&self) {
+        if let Some(m) = &self.metrics {
+            let rebalances = self.member_status().map_or(0, |s| s.rebalances);
+            m.publish(
+                self.assignment.lag(),
+                self.committer.committed(),
+                self.revocations,
+                rebalances,
+            );
         }
     }
 
@@ -637,7 +668,10 @@ impl Pipeline {
         let mut signals_open = true;
         loop {
             tokio::select! {
-                _ = commit_tick.tick() => self.commit().await,
+                _ = commit_tick.tick() => {
+                    self.commit().await;
+                    self.publish_metrics();
+                }
                 _ = stats_tick.tick() => {
                     let line = self.progress.line(
                         &self.pool.stats(),

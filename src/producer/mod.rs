@@ -266,6 +266,8 @@ struct Counters {
     acknowledged: AtomicU64,
     failed: AtomicU64,
     retried_batches: AtomicU64,
+    /// Produce request round trips (one observation per request, not per record).
+    request_latency: crate::metrics::Histogram,
     first_error: parking_lot::Mutex<Option<String>>,
     denied: parking_lot::Mutex<Option<String>>,
 }
@@ -472,6 +474,12 @@ impl Producer {
         }
     }
 
+    /// A live view of the counters, for metrics; valid after
+    /// [`close`](Self::close) too.
+    pub fn counters(&self) -> ProducerCounters {
+        ProducerCounters(Arc::clone(&self.shared))
+    }
+
     /// Records acknowledged so far (for progress lines).
     pub fn acknowledged(&self) -> u64 {
         self.shared.counters.acknowledged.load(Ordering::Relaxed)
@@ -504,6 +512,50 @@ impl Producer {
             first_error: c.first_error.lock().clone(),
             denied: c.denied.lock().clone(),
         }
+    }
+}
+
+/// A cloneable, read-only view of a producer's counters, for metrics: reads
+/// atomics, takes no lock, adds nothing per record.
+#[derive(Clone)]
+pub struct ProducerCounters(Arc<Shared>);
+
+/// The counters at one moment (as in [`ProduceSummary`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProducerCounts {
+    /// Records handed to [`Producer::send`].
+    pub sent: u64,
+    /// Records the broker acknowledged.
+    pub acknowledged: u64,
+    /// Records not acknowledged.
+    pub failed: u64,
+    /// Batches sent again after an error or a lost connection.
+    pub retried_batches: u64,
+}
+
+impl ProducerCounters {
+    /// The counters now.
+    pub fn snapshot(&self) -> ProducerCounts {
+        let c = &self.0.counters;
+        ProducerCounts {
+            sent: c.sent.load(Ordering::Relaxed),
+            acknowledged: c.acknowledged.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            retried_batches: c.retried_batches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Produce request latency: sending a request to reading its response.
+    pub fn request_latency(&self) -> &crate::metrics::Histogram {
+        &self.0.counters.request_latency
+    }
+}
+
+impl fmt::Debug for ProducerCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ProducerCounters")
+            .field(&self.snapshot())
+            .finish()
     }
 }
 

@@ -63,6 +63,8 @@ struct Request {
     generation: u64,
     version: i16,
     partitions: Vec<i32>,
+    /// When it was written (for the request latency metric).
+    sent: Instant,
     deadline: Instant,
 }
 
@@ -440,6 +442,7 @@ impl Sender {
                         generation,
                         version,
                         partitions,
+                        sent: Instant::now(),
                         deadline: now + self.request_timeout,
                     },
                 );
@@ -536,7 +539,11 @@ impl Sender {
         }
         let now = Instant::now();
         let body = match reply.result {
-            Ok(body) => body,
+            Ok(body) => {
+                let took = now.saturating_duration_since(request.sent);
+                self.shared.counters.request_latency.observe(took);
+                body
+            }
             Err(e) => {
                 let msg = e.to_string();
                 self.requeue(reply.token, &request, &msg, now);
