@@ -329,9 +329,23 @@ impl Collector for ConsumerMetrics {
             None,
             &ConstGauge::new(stats.in_flight as i64),
         )?;
+        single(
+            &mut e,
+            "mykafkams_consumer_queued_messages",
+            "Messages waiting in the scheduler's queues for a worker.",
+            None,
+            &ConstGauge::new(stats.queued as i64),
+        )?;
+        single(
+            &mut e,
+            "mykafkams_consumer_ready_keys",
+            "Keys with messages waiting for a free worker (keys scheduler).",
+            None,
+            &ConstGauge::new(stats.ready_keys as i64),
+        )?;
         let mut m = e.encode_descriptor(
             "mykafkams_consumer_queue_depth",
-            "Messages waiting in each scheduler queue (worker lane).",
+            "Messages waiting in each lane's queue (lanes scheduler; none with keys).",
             None,
             MetricType::Gauge,
         )?;
