@@ -66,6 +66,7 @@ rows=$(jq -n --argjson produce "$(part produce)" --argjson consume "$(part consu
   def secs: "\(.median_s | f(2)) s (\(.min_s | f(2))-\(.max_s | f(2)))";
   def mib: if . == null then "-" else "\(. / 1024 | round) MiB" end;
   def k: if . == null then "-" elif . >= 1e6 then (. / 1e6 | f(2)) + " M" else (. / 1000 | f(1)) + "k" end;
+  def f1: if . == null then "-" else (. * 10 | round) as $t | "\($t / 10 | floor).\($t % 10)" end;
   def commas: tostring | if length > 3 then (.[:-3] | commas) + "," + .[-3:] else . end;
   def row(n; what; ours; other; ratio; data): {row: n, what: what, ours: ours, compared_with: other, ratio: ratio, data: data};
   def tool($t): ($produce.tools // [] | map(select(.tool == $t)) | first);
@@ -94,7 +95,7 @@ rows=$(jq -n --argjson produce "$(part produce)" --argjson consume "$(part consu
     (select($scale != null) | $scale.rows[] | select(.kind == "scaling") |
       row("4"; "\(.scheduler), \(.workers) worker(s), 1 ms I/O, 1,000 keys (\(.events | commas) events)";
         "\(.median_msgs_per_s | k) msg/s (\(.min | k)-\(.max | k))"; "ideal \(.ideal)x";
-        "\(.speedup_over_1 | f(1))x"; .)),
+        "\(.speedup_over_1 | f1)x"; .)),
     (select($scale.note != null) | row("4"; "  note: \($scale.note)"; ""; ""; ""; null)),
     # HOL
     (select($scale != null) | $scale.rows[] | select(.kind == "head_of_line") |
