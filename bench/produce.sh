@@ -24,43 +24,23 @@
 # machine's cores with the producer being measured.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BENCH_NAME=bench-produce
+# shellcheck source=bench/lib.sh
+source bench/lib.sh   # broker, runs, lines, out; say, die, kafka_tool, bench_input
 
-broker=${KAFKA_BOOTSTRAP:-127.0.0.1:9092}
-runs=${BENCH_RUNS:-3}
-lines=${BENCH_LINES:-1000000}
-value_size=100 keys=1000 partitions=6
-out=target/bench
-input=$out/produce-$lines.txt
+value_size=100 partitions=6
 logs=$out/produce-logs
 results=$logs/results.tsv
 prefix=bench-produce-$(date +%Y%m%d%H%M%S)
 producer=target/release/producer
 
-say() { echo "bench-produce: $*" >&2; }
-die() { say "$*"; exit 1; }
-kafka_tool() { docker/kafka-local.sh tool "$@"; }   # what `just kafka-tool` runs
-
-command -v jq >/dev/null || die "jq not found (Debian: apt-get install -y jq)"
-[ -x /usr/bin/time ] || die "/usr/bin/time not found (Debian: apt-get install -y time)"
+need_tools
 [ -x "$producer" ] || die "$producer not found: build it first (just build)"
 mkdir -p "$logs"; : >"$results"
 
-# The input, made once: its size is known in advance, so a file of the right
-# size is reused. Bytes of `key-<i mod 1000>|<value>\n` for i < n:
-digits_below() { local r=$1; echo $(( (r < 10 ? r : 10) + 2 * (r > 100 ? 90 : (r > 10 ? r - 10 : 0)) + 3 * (r > 100 ? r - 100 : 0) )); }
-size=$(( lines * (4 + 1 + value_size + 1) + (lines / keys) * $(digits_below $keys) + $(digits_below $((lines % keys))) ))
-if [ "$(stat -c %s "$input" 2>/dev/null || echo 0)" != "$size" ]; then
-  say "writing $lines lines ($size bytes) to $input"
-  awk -v n="$lines" -v k="$keys" -v v="$value_size" 'BEGIN {   # value: 10-digit sequence number + filler
-    while (length(fill) < v - 10) fill = fill "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    fill = substr(fill, 1, v - 10)
-    for (i = 0; i < n; i++) printf "key-%d|%010d%s\n", i % k, i, fill
-  }' >"$input.new"
-  [ "$(stat -c %s "$input.new")" = "$size" ] || die "generated input has the wrong size"
-  mv "$input.new" "$input"
-else
-  say "reusing $input ($lines lines)"
-fi
+# The input (`key-<n mod 1000>|<100-byte value>`), made once and reused.
+input=$(bench_input "$lines")
+say "input: $input ($lines lines)"
 
 # The commands and the settings each runs with.
 declare -A cmd settings
@@ -83,7 +63,7 @@ settings[java]="acks=all linger.ms=5 enable.idempotence=true, Java defaults othe
 
 tools=(ours kcat java)
 declare -A skip
-if ! command -v kcat >/dev/null; then
+if ! ensure_kcat; then
   skip[kcat]="kcat not installed (Debian/Ubuntu: apt-get install -y kcat; macOS: brew install kcat)"
   say "${skip[kcat]}: skipping its row"
 fi

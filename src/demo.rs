@@ -2,9 +2,14 @@
 //! through the producer and the ordered consumer, and a [`SequenceChecker`]
 //! proves what happened: nothing lost, no key out of order, and how much
 //! faster 32 workers are than one.
+//!
+//! `just bench` drives it too: without the single-worker sample
+//! ([`DemoConfig::sample`] 0, the script measures one worker itself), and
+//! with a slow key ([`DemoConfig::slow_key`]) for the head-of-line figure.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -25,6 +30,10 @@ pub struct SequenceChecker {
     keys: Mutex<HashMap<String, KeyState>>,
     first_at: Mutex<Option<Instant>>,
     last_at: Mutex<Option<Instant>>,
+    /// A key left out of [`others_rate`](Self::others_rate) (the slow key).
+    excluded: Option<String>,
+    /// First and last message of the other keys, and how many there were.
+    others: Mutex<(Option<Instant>, Option<Instant>, u64)>,
 }
 
 #[derive(Default)]
@@ -51,6 +60,15 @@ pub struct Verdict {
 }
 
 impl SequenceChecker {
+    /// A checker that also times every key but `key` on their own
+    /// ([`others_rate`](Self::others_rate), [`others_handled`](Self::others_handled)).
+    pub fn excluding(key: impl Into<String>) -> Self {
+        Self {
+            excluded: Some(key.into()),
+            ..Self::default()
+        }
+    }
+
     /// Records one message value `<key>:<seq>`; returns an error for any other shape.
     pub fn record(&self, value: &[u8]) -> std::result::Result<(), HandlerError> {
         let text =
@@ -62,6 +80,12 @@ impl SequenceChecker {
         let now = Instant::now();
         self.first_at.lock().get_or_insert(now);
         *self.last_at.lock() = Some(now);
+        if self.excluded.as_deref().is_some_and(|x| x != key) {
+            let mut o = self.others.lock();
+            o.0.get_or_insert(now);
+            o.1 = Some(now);
+            o.2 += 1;
+        }
         let mut keys = self.keys.lock();
         let st = keys.entry(key.to_string()).or_default();
         if st.seen.len() <= seq as usize {
@@ -83,6 +107,11 @@ impl SequenceChecker {
 
     /// The verdict against `keys` keys of `per_key` sequence numbers each.
     pub fn verdict(&self, expected_keys: &[String], per_key: u64) -> Verdict {
+        self.verdict_of(expected_keys.iter().map(|k| (k, per_key)))
+    }
+
+    /// The verdict against keys each with its own count of sequence numbers.
+    pub fn verdict_of<'a>(&self, expected: impl IntoIterator<Item = (&'a String, u64)>) -> Verdict {
         let keys = self.keys.lock();
         let mut v = Verdict {
             handled: 0,
@@ -90,7 +119,7 @@ impl SequenceChecker {
             lost: 0,
             duplicates: 0,
         };
-        for k in expected_keys {
+        for (k, per_key) in expected {
             let Some(st) = keys.get(k) else {
                 v.lost += per_key;
                 continue;
@@ -125,6 +154,22 @@ impl SequenceChecker {
             .sum();
         n.saturating_sub(1) as f64 / (b - a).as_secs_f64().max(1e-9)
     }
+
+    /// Messages of keys other than the excluded one seen so far.
+    pub fn others_handled(&self) -> u64 {
+        self.others.lock().2
+    }
+
+    /// Messages per second of the keys other than the excluded one, between
+    /// the first and the last of theirs (`None` without an excluded key).
+    pub fn others_rate(&self) -> Option<f64> {
+        self.excluded.as_ref()?;
+        let (a, b, n) = *self.others.lock();
+        let (Some(a), Some(b)) = (a, b) else {
+            return Some(0.0);
+        };
+        Some(n.saturating_sub(1) as f64 / (b - a).as_secs_f64().max(1e-9))
+    }
 }
 
 /// Settings of the demo.
@@ -142,8 +187,13 @@ pub struct DemoConfig {
     pub workers: usize,
     /// Simulated I/O per message.
     pub work: Duration,
-    /// Events of the single-worker sample.
+    /// Events of the single-worker sample (0: no sample).
     pub sample: usize,
+    /// Handler time of the first key's messages instead of `work`: a slow
+    /// key, for measuring head-of-line blocking. Once every other key is
+    /// done the slow key runs at `work` speed, so the run still ends and
+    /// checks every message, but not after `events / keys` times this.
+    pub slow_key: Option<Duration>,
 }
 
 impl DemoConfig {
@@ -158,6 +208,7 @@ impl DemoConfig {
             workers: 32,
             work: Duration::from_millis(1),
             sample: 3000,
+            slow_key: None,
         }
     }
 }
@@ -171,14 +222,39 @@ pub struct DemoReport {
     pub verdict: Verdict,
     /// Messages per second with `workers` workers.
     pub rate: f64,
-    /// Messages per second of the single-worker sample.
-    pub single_rate: f64,
+    /// Messages per second of the single-worker sample (`None`: no sample).
+    pub single_rate: Option<f64>,
+    /// With a slow key: the slow key, and messages per second of the other
+    /// keys (first to last of theirs).
+    pub slow_key: Option<(String, f64)>,
 }
 
 impl DemoReport {
-    /// `rate / single_rate`.
-    pub fn speedup(&self) -> f64 {
-        self.rate / self.single_rate.max(1e-9)
+    /// `rate / single_rate`, if there was a sample.
+    pub fn speedup(&self) -> Option<f64> {
+        Some(self.rate / self.single_rate?.max(1e-9))
+    }
+
+    /// The report as one JSON object (for scripts: `mykafkams-demo --json`).
+    pub fn json(&self, cfg: &DemoConfig) -> serde_json::Value {
+        let v = &self.verdict;
+        serde_json::json!({
+            "events": self.produced,
+            "keys": cfg.keys,
+            "workers": cfg.workers,
+            "work_ms": cfg.work.as_secs_f64() * 1e3,
+            "handled": v.handled,
+            "order_violations": v.order_violations,
+            "lost": v.lost,
+            "duplicates": v.duplicates,
+            "rate": self.rate,
+            "single_rate": self.single_rate,
+            "speedup": self.speedup(),
+            "slow_key": self.slow_key.as_ref().map(|(k, _)| k),
+            "slow_key_ms": cfg.slow_key.map(|d| d.as_secs_f64() * 1e3),
+            "others_rate": self.slow_key.as_ref().map(|(_, r)| r),
+            "passed": self.passed(),
+        })
     }
 
     /// True when nothing was lost and no key ran out of order.
@@ -242,8 +318,26 @@ async fn consume(
     c.start = StartAt::Earliest;
     c.stats_interval = stats;
     let work = cfg.work;
+    // The slow key (the first), while any other key has work left.
+    let slow = cfg.slow_key.map(|d| (key_names(1).remove(0), d));
+    let others = cfg.events - cfg.events.div_ceil(cfg.keys.max(1)).min(cfg.events);
+    let others_done = AtomicBool::new(false);
     let handler = move |m: &Message| -> std::result::Result<(), HandlerError> {
-        std::thread::sleep(work); // the simulated I/O
+        match &slow {
+            Some((key, d)) if m.key.as_deref() == Some(key.as_bytes()) => {
+                // Slices, so that the slow key speeds up as soon as the others are done.
+                let until = Instant::now() + *d;
+                while !others_done.load(Ordering::Relaxed) && Instant::now() < until {
+                    if checker.others_handled() >= others as u64 {
+                        others_done.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10).min(*d));
+                }
+                std::thread::sleep(work);
+            }
+            _ => std::thread::sleep(work), // the simulated I/O
+        }
         checker.record(m.value.as_deref().unwrap_or_default())
     };
     let (_keep, signals) = tokio::sync::watch::channel(0u32);
@@ -259,7 +353,9 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
     let topic = format!("mykafkams-demo-{stamp}");
     let sample_topic = format!("{topic}-sample");
     let keys = key_names(cfg.keys);
-    let per_key = cfg.events.div_ceil(cfg.keys.max(1));
+    // Event i goes to key i % keys: the first events % keys keys get one more.
+    let per_key =
+        |k: usize| (cfg.events / cfg.keys + usize::from(k < cfg.events % cfg.keys)) as u64;
 
     eprintln!(
         "demo: producing {} events over {} keys to '{topic}' ({} partitions)",
@@ -281,7 +377,16 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
         "demo: consuming with {} workers, {:?} of simulated I/O per message (progress every second)",
         cfg.workers, cfg.work
     );
-    let checker = Arc::new(SequenceChecker::default());
+    if let Some(d) = cfg.slow_key {
+        eprintln!(
+            "demo: key {} is slow: {d:?} per message until every other key is done",
+            keys[0]
+        );
+    }
+    let checker = Arc::new(match cfg.slow_key {
+        Some(_) => SequenceChecker::excluding(keys[0].clone()),
+        None => SequenceChecker::default(),
+    });
     consume(
         &cfg,
         &topic,
@@ -290,8 +395,18 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
         Duration::from_secs(1),
     )
     .await?;
-    let verdict = checker.verdict(&keys, per_key as u64);
+    let verdict = checker.verdict_of(keys.iter().enumerate().map(|(i, k)| (k, per_key(i))));
     let rate = checker.rate();
+    let slow_key = checker.others_rate().map(|r| (keys[0].clone(), r));
+    if cfg.sample == 0 {
+        return Ok(DemoReport {
+            produced: cfg.events,
+            verdict,
+            rate,
+            single_rate: None,
+            slow_key,
+        });
+    }
 
     let sample_keys = &keys[..cfg.keys.min(cfg.sample).max(1)];
     eprintln!(
@@ -308,13 +423,27 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
     )
     .await?;
     let single = Arc::new(SequenceChecker::default());
-    consume(&cfg, &sample_topic, 1, Arc::clone(&single), Duration::ZERO).await?;
+    let sample_cfg = DemoConfig {
+        events: cfg.sample,
+        keys: sample_keys.len(),
+        slow_key: None,
+        ..cfg.clone()
+    };
+    consume(
+        &sample_cfg,
+        &sample_topic,
+        1,
+        Arc::clone(&single),
+        Duration::ZERO,
+    )
+    .await?;
 
     Ok(DemoReport {
         produced: cfg.events,
         verdict,
         rate,
-        single_rate: single.rate(),
+        single_rate: Some(single.rate()),
+        slow_key,
     })
 }
 
@@ -355,5 +484,17 @@ mod tests {
         assert_eq!(v.lost, 2, "b:1 and b:2");
         assert_eq!(v.duplicates, 1, "b:0 twice");
         assert!(c.record(b"garbage").is_err());
+    }
+
+    #[test]
+    fn an_excluded_key_is_left_out_of_the_others_count() {
+        let c = SequenceChecker::excluding("a");
+        for v in ["a:0", "b:0", "a:1", "b:1", "b:2"] {
+            c.record(v.as_bytes()).unwrap();
+        }
+        assert_eq!(c.others_handled(), 3);
+        assert!(c.others_rate().is_some());
+        assert_eq!(SequenceChecker::default().others_rate(), None);
+        assert_eq!(c.verdict(&keys(), 2).lost, 0);
     }
 }
