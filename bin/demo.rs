@@ -10,6 +10,7 @@ use mykafkams::cli;
 use mykafkams::cluster::{self, ClusterConfig};
 use mykafkams::demo::{self, DemoConfig};
 use mykafkams::error::{Error, Result};
+use mykafkams::pool::Scheduler;
 
 /// Show per-key ordered, parallel processing on a real broker.
 #[derive(Parser, Debug)]
@@ -27,6 +28,9 @@ struct Args {
     /// Workers of the main run.
     #[arg(long, default_value_t = 32)]
     workers: usize,
+    /// How messages reach the workers: lanes or keys.
+    #[arg(long, default_value_t = Scheduler::default())]
+    scheduler: Scheduler,
     /// Simulated I/O per message, in milliseconds.
     #[arg(long, default_value_t = 1)]
     work_ms: u64,
@@ -51,6 +55,7 @@ async fn run(args: Args) -> Result<()> {
         keys: args.keys,
         events: args.events,
         workers: args.workers,
+        scheduler: args.scheduler,
         work: Duration::from_millis(args.work_ms),
         sample: args.sample,
         slow_key: args.slow_key_ms.map(Duration::from_millis),

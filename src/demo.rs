@@ -19,7 +19,7 @@ use crate::cluster::{self, ClusterConfig};
 use crate::consumer::{self, ConsumerConfig, Partitions, StartAt};
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::pool::{FailurePolicy, HandlerError};
+use crate::pool::{FailurePolicy, HandlerError, Scheduler};
 use crate::producer::{Producer, ProducerConfig};
 
 /// Counts, per key, which sequence numbers arrived and whether they arrived in order.
@@ -185,6 +185,8 @@ pub struct DemoConfig {
     pub partitions: i32,
     /// Workers of the main run.
     pub workers: usize,
+    /// How messages reach the workers.
+    pub scheduler: Scheduler,
     /// Simulated I/O per message.
     pub work: Duration,
     /// Events of the single-worker sample (0: no sample).
@@ -206,6 +208,7 @@ impl DemoConfig {
             events: 100_000,
             partitions: 6,
             workers: 32,
+            scheduler: Scheduler::default(),
             work: Duration::from_millis(1),
             sample: 3000,
             slow_key: None,
@@ -242,6 +245,7 @@ impl DemoReport {
             "events": self.produced,
             "keys": cfg.keys,
             "workers": cfg.workers,
+            "scheduler": cfg.scheduler.to_string(),
             "work_ms": cfg.work.as_secs_f64() * 1e3,
             "handled": v.handled,
             "order_violations": v.order_violations,
@@ -314,6 +318,7 @@ async fn consume(
         format!("{topic}-w{workers}"),
     );
     c.workers = workers;
+    c.scheduler = cfg.scheduler;
     c.exit_at_end = true;
     c.start = StartAt::Earliest;
     c.stats_interval = stats;
@@ -374,8 +379,8 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
     eprintln!("demo: produced in {:.2} s", t.elapsed().as_secs_f64());
 
     eprintln!(
-        "demo: consuming with {} workers, {:?} of simulated I/O per message (progress every second)",
-        cfg.workers, cfg.work
+        "demo: consuming with {} workers ({} scheduler), {:?} of simulated I/O per message (progress every second)",
+        cfg.workers, cfg.scheduler, cfg.work
     );
     if let Some(d) = cfg.slow_key {
         eprintln!(
