@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use parking_lot::Mutex;
 
-use super::json::{write_i64, write_json};
+use super::json::{json_len_hint, write_i64, write_json};
 use crate::message::Message;
 use crate::pool::{Handler, HandlerError};
 
@@ -84,7 +84,14 @@ impl<W: Write + Send + 'static> Handler for PrintHandler<W> {
 /// A thin wrapper around [`render_into`]; prefer that one with a reused
 /// buffer on a hot path.
 pub fn render(format: Format, msg: &Message) -> Vec<u8> {
-    let mut line = Vec::with_capacity(64 + msg.value.as_ref().map_or(0, |v| v.len()));
+    // Sized for the whole line: a regrowth costs as much as the rendering.
+    let capacity = match format {
+        Format::Json => json_len_hint(msg) + 1,
+        Format::Value | Format::Text => {
+            64 + msg.key.as_ref().map_or(0, |k| k.len()) + msg.value.as_ref().map_or(0, |v| v.len())
+        }
+    };
+    let mut line = Vec::with_capacity(capacity);
     render_into(format, msg, &mut line);
     line
 }
