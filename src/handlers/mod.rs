@@ -3,6 +3,7 @@
 //! only once its effect has left the process (rule 3: commit only what is done).
 
 pub mod exec;
+mod json;
 pub mod print;
 
 pub use exec::ExecHandler;

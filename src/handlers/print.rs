@@ -14,10 +14,9 @@ use std::io::Write;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use parking_lot::Mutex;
 
+use super::json::{json_len_hint, write_i64, write_json};
 use crate::message::Message;
 use crate::pool::{Handler, HandlerError};
 
@@ -147,69 +146,43 @@ impl<W: Write + Send + 'static> Handler for PrintHandler<W> {
     }
 }
 
-/// Appends the line for `msg` in `format`, newline included, to `out`.
+/// The line for `msg` in `format`, newline included, in a buffer of its own.
+///
+/// A thin wrapper around [`render_into`]; prefer that one with a reused
+/// buffer on a hot path.
+pub fn render(format: Format, msg: &Message) -> Vec<u8> {
+    // Sized for the whole line: a regrowth costs as much as the rendering.
+    let capacity = match format {
+        Format::Json => json_len_hint(msg) + 1,
+        Format::Value | Format::Text => {
+            64 + msg.key.as_ref().map_or(0, |k| k.len()) + msg.value.as_ref().map_or(0, |v| v.len())
+        }
+    };
+    let mut line = Vec::with_capacity(capacity);
+    render_into(format, msg, &mut line);
+    line
+}
+
+/// Appends the line for `msg` in `format`, newline included, to `out`
+/// (whatever `out` already holds stays in front of it). Allocates nothing
+/// unless `out` has to grow.
 pub fn render_into(format: Format, msg: &Message, out: &mut Vec<u8>) {
     match format {
         Format::Value => {
             out.extend_from_slice(msg.value.as_deref().unwrap_or_default());
-            out.push(b'\n');
         }
         Format::Text => {
-            let _ = write!(out, "{}\t{}\t", msg.partition, msg.offset);
+            write_i64(i64::from(msg.partition), out);
+            out.push(b'\t');
+            write_i64(msg.offset, out);
+            out.push(b'\t');
             out.extend_from_slice(msg.key.as_deref().unwrap_or_default());
             out.push(b'\t');
             out.extend_from_slice(msg.value.as_deref().unwrap_or_default());
-            out.push(b'\n');
         }
-        Format::Json => out.extend_from_slice(&render(format, msg)),
+        Format::Json => write_json(msg, out),
     }
-}
-
-/// The line for `msg` in `format`, newline included.
-pub fn render(format: Format, msg: &Message) -> Vec<u8> {
-    let mut line = Vec::with_capacity(64 + msg.value.as_ref().map_or(0, |v| v.len()));
-    match format {
-        Format::Value => {
-            line.extend_from_slice(msg.value.as_deref().unwrap_or_default());
-        }
-        Format::Text => {
-            // Straight into the line buffer: no String per message.
-            let _ = write!(line, "{}\t{}\t", msg.partition, msg.offset);
-            line.extend_from_slice(msg.key.as_deref().unwrap_or_default());
-            line.push(b'\t');
-            line.extend_from_slice(msg.value.as_deref().unwrap_or_default());
-        }
-        Format::Json => {
-            let headers: serde_json::Map<String, serde_json::Value> = msg
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), bytes_json(Some(v))))
-                .collect();
-            let obj = serde_json::json!({
-                "topic": &*msg.topic,
-                "partition": msg.partition,
-                "offset": msg.offset,
-                "timestamp": msg.timestamp_ms,
-                "key": bytes_json(msg.key.as_deref()),
-                "value": bytes_json(msg.value.as_deref()),
-                "headers": headers,
-            });
-            line = obj.to_string().into_bytes();
-        }
-    }
-    line.push(b'\n');
-    line
-}
-
-/// Bytes as JSON: a string when UTF-8, `{"base64": ...}` otherwise, `null` when absent.
-fn bytes_json(b: Option<&[u8]>) -> serde_json::Value {
-    match b {
-        None => serde_json::Value::Null,
-        Some(b) => match std::str::from_utf8(b) {
-            Ok(s) => serde_json::Value::String(s.to_string()),
-            Err(_) => serde_json::json!({ "base64": BASE64.encode(b) }),
-        },
-    }
+    out.push(b'\n');
 }
 
 #[cfg(test)]
@@ -236,6 +209,24 @@ mod tests {
         assert_eq!(render(Format::Value, &m), b"hello\n");
         assert_eq!(render(Format::Text, &m), b"2\t17\tk1\thello\n");
         assert_eq!(render(Format::Text, &msg(None, None)), b"2\t17\t\t\n");
+    }
+
+    #[test]
+    fn render_into_appends_the_line_render_returns() {
+        let m = msg(Some(b"k1"), Some(&[b'"', 0xff]));
+        for format in [Format::Value, Format::Text, Format::Json] {
+            let mut out = b"earlier line\n".to_vec();
+            render_into(format, &m, &mut out);
+            assert_eq!(&out[..13], b"earlier line\n");
+            assert_eq!(out[13..], render(format, &m)[..], "{format:?}");
+        }
+        let mut m = msg(None, Some(b"v"));
+        m.partition = -1;
+        m.offset = i64::MIN;
+        assert_eq!(
+            render(Format::Text, &m),
+            format!("-1\t{}\t\tv\n", i64::MIN).into_bytes()
+        );
     }
 
     #[test]

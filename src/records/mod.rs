@@ -23,7 +23,7 @@ use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use kafka_protocol::compression::{self as codec, Decompressor};
 use kafka_protocol::records::{BatchDecodeInfo, Compression, RecordBatchDecoder};
 
@@ -136,12 +136,13 @@ pub fn decode_partition(
             }
         }
         if info.control {
-            let records = batch_records(&batch, &info)
-                .map_err(|e| format!("corrupt control batch at offset {base_offset}: {e}"))?;
-            if records
-                .first()
-                .is_some_and(|r| control_type(r.key.as_ref()) == Some(CONTROL_ABORT))
-            {
+            // The type of the first control record (the marker's).
+            let mut first: Option<Option<i16>> = None;
+            batch_records(&batch, &info, |r| {
+                first.get_or_insert_with(|| control_type(r.key.as_ref()));
+            })
+            .map_err(|e| format!("corrupt control batch at offset {base_offset}: {e}"))?;
+            if first.flatten() == Some(CONTROL_ABORT) {
                 aborted_producers.remove(&info.producer_id);
             }
             continue;
@@ -152,22 +153,24 @@ pub fn decode_partition(
         if last_offset < from {
             continue;
         }
-        let records = batch_records(&batch, &info)
-            .map_err(|e| format!("corrupt batch at offset {base_offset}: {e}"))?;
-        for r in records {
-            if r.offset < from {
-                continue;
+        // Each record takes at least 7 bytes: never trust the count for the allocation.
+        let count = usize::try_from(info.record_count).unwrap_or(0);
+        out.messages.reserve(count.min(batch.len() / 7 + 1));
+        let messages = &mut out.messages;
+        batch_records(&batch, &info, |r| {
+            if r.offset >= from {
+                messages.push(Message {
+                    topic: Arc::clone(topic),
+                    partition,
+                    offset: r.offset,
+                    key: r.key,
+                    value: r.value,
+                    timestamp_ms: log_append_time.unwrap_or(r.timestamp_ms),
+                    headers: r.headers,
+                });
             }
-            out.messages.push(Message {
-                topic: Arc::clone(topic),
-                partition,
-                offset: r.offset,
-                key: r.key,
-                value: r.value,
-                timestamp_ms: log_append_time.unwrap_or(r.timestamp_ms),
-                headers: r.headers,
-            });
-        }
+        })
+        .map_err(|e| format!("corrupt batch at offset {base_offset}: {e}"))?;
     }
     Ok(out)
 }
@@ -203,19 +206,26 @@ struct RawRecord {
     headers: Vec<(String, Bytes)>,
 }
 
-/// Decompresses the batch body and parses its records.
-fn batch_records(batch: &Bytes, info: &BatchDecodeInfo) -> Result<Vec<RawRecord>, String> {
+/// Decompresses the batch body and parses its records, handing each to
+/// `each` in order: no list of records per batch. Uncompressed, key, value
+/// and header values are slices of `batch` (the fetch response); compressed,
+/// of the one buffer the batch decompresses into.
+fn batch_records(
+    batch: &Bytes,
+    info: &BatchDecodeInfo,
+    mut each: impl FnMut(RawRecord),
+) -> Result<(), String> {
     let mut body = batch.slice(BATCH_HEADER..);
     // The codecs want an `anyhow` result; ours rides inside it.
-    let parse = |buf: &mut Bytes| Ok(parse_records(buf, info));
+    let parse = |buf: &mut Bytes| Ok(parse_records(buf, info, &mut each));
     let result = match info.compression {
         Compression::None => codec::None::decompress(&mut body, parse),
         // kafka-protocol's gzip (miniz_oxide) and snappy codecs are pure Rust.
         Compression::Gzip => codec::Gzip::decompress(&mut body, parse),
         Compression::Snappy => codec::Snappy::decompress(&mut body, parse),
         // Its lz4 and zstd codecs link C libraries: ours are pure Rust.
-        Compression::Lz4 => return parse_records(&mut lz4_decode(&body)?, info),
-        Compression::Zstd => return parse_records(&mut zstd_decode(&body)?, info),
+        Compression::Lz4 => return parse_records(&lz4_decode(&body)?, info, &mut each),
+        Compression::Zstd => return parse_records(&zstd_decode(&body)?, info, &mut each),
     };
     result.map_err(|e| one_line(&e))?
 }
@@ -245,80 +255,108 @@ fn zstd_decode(body: &[u8]) -> Result<Bytes, String> {
     Ok(Bytes::from(out))
 }
 
-/// Parses `info.record_count` v2 records.
-fn parse_records(buf: &mut Bytes, info: &BatchDecodeInfo) -> Result<Vec<RawRecord>, String> {
+/// Parses `info.record_count` v2 records of `body`, handing each to `each`.
+fn parse_records(
+    body: &Bytes,
+    info: &BatchDecodeInfo,
+    each: &mut impl FnMut(RawRecord),
+) -> Result<(), String> {
     let count = usize::try_from(info.record_count).unwrap_or(0);
-    // Each record takes at least 7 bytes: never trust the count for the allocation.
-    let mut records = Vec::with_capacity(count.min(buf.remaining() / 7 + 1));
+    let mut at = 0;
     for i in 0..count {
-        let r = parse_record(buf, info).map_err(|e| format!("record {i}: {e}"))?;
-        records.push(r);
+        let r = parse_record(body, &mut at, info).map_err(|e| format!("record {i}: {e}"))?;
+        each(r);
     }
-    Ok(records)
+    Ok(())
 }
 
-/// A zigzag varint of at most `max_bytes` bytes (5 for 32 bits, 10 for 64).
-fn varlong_of(buf: &mut Bytes, max_bytes: usize) -> Result<i64, String> {
-    let mut raw: u64 = 0;
-    for i in 0..max_bytes {
-        if !buf.has_remaining() {
-            return Err("varint runs past the end of the record".into());
+/// A read position in a batch body, limited to `end` (the current record's).
+///
+/// Parsing works on plain slices and positions; the only [`Bytes`] made are
+/// the payload slices a message keeps (one reference count each).
+struct Cursor<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    /// A zigzag varint of at most `max_bytes` bytes (5 for 32 bits, 10 for 64).
+    fn varlong_of(&mut self, max_bytes: usize) -> Result<i64, String> {
+        let mut raw: u64 = 0;
+        for i in 0..max_bytes {
+            let Some(&b) = self.data.get(self.at) else {
+                return Err("varint runs past the end of the record".into());
+            };
+            self.at += 1;
+            raw |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+            }
         }
-        let b = buf.get_u8();
-        raw |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+        Err("varint is too long".into())
+    }
+
+    fn varint(&mut self) -> Result<i32, String> {
+        let v = self.varlong_of(5)?;
+        i32::try_from(v).map_err(|_| format!("varint {v} is out of range"))
+    }
+
+    /// The position range of the next `len` bytes, skipped.
+    fn take(&mut self, len: usize, what: &str) -> Result<std::ops::Range<usize>, String> {
+        if self.data.len() - self.at < len {
+            return Err(format!("{what} runs past the end of the record"));
+        }
+        self.at += len;
+        Ok(self.at - len..self.at)
+    }
+
+    /// A nullable length-prefixed byte string (-1 = null), as a range.
+    fn nullable(&mut self, what: &str) -> Result<Option<std::ops::Range<usize>>, String> {
+        let len = self.varint()?;
+        match len.cmp(&-1) {
+            Ordering::Less => Err(format!("negative {what} length {len}")),
+            Ordering::Equal => Ok(None),
+            Ordering::Greater => self.take(len as usize, what).map(Some),
         }
     }
-    Err("varint is too long".into())
 }
 
-fn varint(buf: &mut Bytes) -> Result<i32, String> {
-    let v = varlong_of(buf, 5)?;
-    i32::try_from(v).map_err(|_| format!("varint {v} is out of range"))
-}
-
-fn take(buf: &mut Bytes, len: usize, what: &str) -> Result<Bytes, String> {
-    if buf.remaining() < len {
-        return Err(format!("{what} runs past the end of the record"));
-    }
-    Ok(buf.split_to(len))
-}
-
-/// A nullable length-prefixed byte string (-1 = null).
-fn nullable(buf: &mut Bytes, what: &str) -> Result<Option<Bytes>, String> {
-    let len = varint(buf)?;
-    match len.cmp(&-1) {
-        Ordering::Less => Err(format!("negative {what} length {len}")),
-        Ordering::Equal => Ok(None),
-        Ordering::Greater => take(buf, len as usize, what).map(Some),
-    }
-}
-
-fn parse_record(buf: &mut Bytes, info: &BatchDecodeInfo) -> Result<RawRecord, String> {
-    let size = varint(buf)?;
+/// Parses the record at `*at` in `body` and moves `*at` past it.
+fn parse_record(body: &Bytes, at: &mut usize, info: &BatchDecodeInfo) -> Result<RawRecord, String> {
+    let mut outer = Cursor {
+        data: &body[..],
+        at: *at,
+    };
+    let size = outer.varint()?;
     let size = usize::try_from(size).map_err(|_| format!("negative record size {size}"))?;
-    let mut rec = take(buf, size, "record")?;
-    let buf = &mut rec;
-    if !buf.has_remaining() {
+    let record = outer.take(size, "record")?;
+    *at = record.end;
+    if record.is_empty() {
         return Err("empty record".into());
     }
-    let _attributes = buf.get_i8();
-    let timestamp_delta = varlong_of(buf, 10)?;
-    let offset_delta = varint(buf)?;
-    let key = nullable(buf, "key")?;
-    let value = nullable(buf, "value")?;
-    let header_count = varint(buf)?;
+    // Fields never read past their record.
+    let mut c = Cursor {
+        data: &body[..record.end],
+        at: record.start + 1, // attributes: unused in v2 records
+    };
+    let timestamp_delta = c.varlong_of(10)?;
+    let offset_delta = c.varint()?;
+    let key = c.nullable("key")?.map(|r| body.slice(r));
+    let value = c.nullable("value")?.map(|r| body.slice(r));
+    let header_count = c.varint()?;
     let header_count = usize::try_from(header_count)
         .map_err(|_| format!("negative header count {header_count}"))?;
-    let mut headers = Vec::with_capacity(header_count.min(buf.remaining() / 2 + 1));
+    // Each header takes at least 2 bytes: never trust the count for the allocation.
+    let mut headers = Vec::with_capacity(header_count.min((record.end - c.at) / 2 + 1));
     for _ in 0..header_count {
-        let name_len = varint(buf)?;
+        let name_len = c.varint()?;
         let name_len = usize::try_from(name_len)
             .map_err(|_| format!("negative header name length {name_len}"))?;
-        let name = take(buf, name_len, "header name")?;
-        let name = String::from_utf8_lossy(&name).into_owned();
-        let value = nullable(buf, "header value")?.unwrap_or_default();
+        let name = c.take(name_len, "header name")?;
+        let name = String::from_utf8_lossy(&body[name]).into_owned();
+        let value = c
+            .nullable("header value")?
+            .map_or_else(Bytes::new, |r| body.slice(r));
         headers.push((name, value));
     }
     Ok(RawRecord {
@@ -489,6 +527,18 @@ mod tests {
     }
 
     #[test]
+    fn uncompressed_payloads_are_slices_of_the_fetched_bytes() {
+        let bytes = encode(&[data(0, 3), data(3, 2)]);
+        let d = decode_partition(&topic(), 0, &bytes, 0, &[]).unwrap();
+        let within = |b: &Bytes| bytes.as_ptr_range().contains(&b.as_ptr());
+        for m in &d.messages {
+            assert!(within(m.key.as_ref().unwrap()), "key copied");
+            assert!(within(m.value.as_ref().unwrap()), "value copied");
+            assert!(within(&m.headers[0].1), "header value copied");
+        }
+    }
+
+    #[test]
     fn records_before_the_fetch_offset_are_skipped() {
         let bytes = encode(&[data(10, 5)]);
         let d = decode_partition(&topic(), 0, &bytes, 13, &[]).unwrap();
@@ -621,7 +671,8 @@ mod tests {
             compression: Compression::None,
             version: 2,
         };
-        let recs = parse_records(&mut Bytes::from(body), &info).unwrap();
+        let mut recs = Vec::new();
+        parse_records(&Bytes::from(body), &info, &mut |r| recs.push(r)).unwrap();
         let names: Vec<_> = recs[0]
             .headers
             .iter()
