@@ -65,7 +65,8 @@ impl Reader {
             end: Arc::clone(&self.end),
             events: events_tx,
         });
-        let mut leader: Option<String> = None;
+        // Where the start-up lookups found it; looked up again when it moves.
+        let mut leader: Option<String> = self.fetcher.known_leader().map(str::to_string);
         let mut trouble: Option<Trouble> = None;
         loop {
             if *stop.borrow() {

@@ -85,7 +85,7 @@ pub const DEFAULT_FETCH_MAX_BYTES: i32 = 52_428_800;
 /// in one Fetch response.
 pub const DEFAULT_PARTITION_FETCH_MAX_BYTES: i32 = 1_048_576;
 /// Default of [`FetchConfig::buffer_bytes`].
-pub const DEFAULT_FETCH_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_FETCH_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 /// Tuning of fetches.
 #[derive(Clone, Debug)]
@@ -139,6 +139,8 @@ pub struct PartitionFetcher {
     /// Connection to the partition's leader, found on first use and dropped
     /// when it fails or the leader moves.
     leader: Option<Connection>,
+    /// The leader's address as of the last [`release`](Self::release).
+    released: Option<String>,
     topic: Arc<str>,
     partition: i32,
     next: i64,
@@ -173,6 +175,7 @@ impl PartitionFetcher {
             bootstrap: cluster.brokers.clone(),
             connection: cluster.connection(),
             leader: None,
+            released: None,
             topic: Arc::from(topic),
             partition,
             next: 0,
@@ -470,7 +473,15 @@ impl PartitionFetcher {
     /// Drops the leader connection (kept after offset lookups): the
     /// consumer fetches over one connection per broker instead.
     pub fn release(&mut self) {
-        self.leader = None;
+        if let Some(c) = self.leader.take() {
+            self.released = Some(c.broker().to_string());
+        }
+    }
+
+    /// The leader's address ("host:port") as known when the connection was
+    /// [released](Self::release), if it was.
+    pub fn known_leader(&self) -> Option<&str> {
+        self.released.as_deref()
     }
 
     /// The address ("host:port") of the partition's leader, asked of the
