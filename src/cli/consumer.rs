@@ -11,7 +11,7 @@ use crate::config::{CommandLine, PropertyArgs, SecurityArgs};
 use crate::consumer::{self, ConsumerConfig, Partitions, StartAt};
 use crate::dlq::DeadLetterQueue;
 use crate::error::{Error, Result};
-use crate::fetcher::{FetchConfig, Reset};
+use crate::fetcher::{self as fetch, FetchConfig, Reset};
 use crate::group::GroupProtocol;
 use crate::group::assignor::Assignor;
 use crate::handlers::{ExecHandler, Format, PrintHandler};
@@ -125,9 +125,19 @@ pub struct ConsumerArgs {
     /// Longest a fetch waits on the broker for new data.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     fetch_max_wait: Duration,
-    /// Most bytes one fetch returns per partition.
-    #[arg(long, default_value_t = 1024 * 1024)]
-    fetch_max_bytes: i32,
+    /// Most bytes one Fetch response holds over all its partitions (fetch.max.bytes).
+    #[arg(long, default_value_t = i64::from(fetch::DEFAULT_FETCH_MAX_BYTES))]
+    fetch_max_bytes: i64,
+    /// Most bytes of one partition in one Fetch response (max.partition.fetch.bytes).
+    #[arg(long, default_value_t = i64::from(fetch::DEFAULT_PARTITION_FETCH_MAX_BYTES))]
+    max_partition_fetch_bytes: i64,
+    /// Least bytes the broker gathers before answering a fetch early (fetch.min.bytes).
+    #[arg(long, default_value_t = 1)]
+    fetch_min_bytes: i64,
+    /// Most fetched record bytes held in memory over all partitions (waiting
+    /// for the pool or referenced by messages in flight).
+    #[arg(long, default_value_t = fetch::DEFAULT_FETCH_BUFFER_BYTES as i64)]
+    fetch_buffer_bytes: i64,
     /// Seconds to wait for the broker before giving up.
     #[arg(long, default_value_t = 10, env = "KAFKA_CONNECT_TIMEOUT")]
     connect_timeout: u64,
@@ -343,7 +353,13 @@ fn config(args: &ConsumerArgs, command_line: &CommandLine) -> Result<ConsumerCon
     cfg.drain_timeout = args.drain_timeout;
     cfg.fetch = FetchConfig {
         max_wait: args.fetch_max_wait,
-        max_bytes: args.fetch_max_bytes,
+        max_bytes: fetch_bytes("--fetch-max-bytes", args.fetch_max_bytes)?,
+        partition_max_bytes: fetch_bytes(
+            "--max-partition-fetch-bytes",
+            args.max_partition_fetch_bytes,
+        )?,
+        min_bytes: fetch_bytes("--fetch-min-bytes", args.fetch_min_bytes)?,
+        buffer_bytes: fetch_bytes("--fetch-buffer-bytes", args.fetch_buffer_bytes)? as usize,
         reset: args.reset,
         ..FetchConfig::default()
     };
@@ -357,6 +373,18 @@ fn config(args: &ConsumerArgs, command_line: &CommandLine) -> Result<ConsumerCon
     m.rebalance_timeout = args.max_poll_interval;
     m.metadata_refresh = args.metadata_max_age;
     Ok(cfg)
+}
+
+/// A fetch size flag's value: a positive number of bytes that fits Kafka's
+/// 32-bit fields.
+fn fetch_bytes(flag: &str, v: i64) -> Result<i32> {
+    match i32::try_from(v) {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(Error::Usage(format!(
+            "{flag} must be a number of bytes from 1 to {}, not {v}",
+            i32::MAX
+        ))),
+    }
 }
 
 /// Runs the consumer the command line describes, until the end of the log,

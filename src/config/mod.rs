@@ -314,8 +314,16 @@ const PROPERTIES: &[(&str, Meaning)] = &[
         Meaning::Consumer(flag!("fetch-max-wait", ms)),
     ),
     (
-        "max.partition.fetch.bytes",
+        "fetch.max.bytes",
         Meaning::Consumer(flag!("fetch-max-bytes", number)),
+    ),
+    (
+        "max.partition.fetch.bytes",
+        Meaning::Consumer(flag!("max-partition-fetch-bytes", number)),
+    ),
+    (
+        "fetch.min.bytes",
+        Meaning::Consumer(flag!("fetch-min-bytes", number)),
     ),
     ("isolation.level", Meaning::Consumer(isolation)),
     (
@@ -326,7 +334,6 @@ const PROPERTIES: &[(&str, Meaning)] = &[
         "max.poll.records",
         Meaning::Ignored("bounded by --max-in-flight instead"),
     ),
-    ("fetch.min.bytes", Meaning::Ignored(NOT_USED)),
     (
         "key.deserializer",
         Meaning::Ignored("keys and values are bytes"),

@@ -1,11 +1,12 @@
 //! The partitions this consumer reads right now, and their fetch tasks.
 //!
 //! Partitions come and go while the pipeline runs (group rebalances): each
-//! one is started from a validated position with a fetch task of its own and
-//! a fresh [`PartitionOffsets`] in the tracker (one per assignment, so
-//! completions of an earlier assignment can never touch a later one), and
-//! stopped by telling its task and waiting until it has returned, after which
-//! nothing more of it is submitted to the pool.
+//! one is started from a validated position with a reader task of its own
+//! ([`super::fetch`]) and a fresh [`PartitionOffsets`] in the tracker (one per
+//! assignment, so completions of an earlier assignment can never touch a
+//! later one), and stopped by telling its reader and waiting until it has
+//! returned, after which nothing more of it is submitted to the pool. The
+//! readers share one fetch task per broker ([`Router`]) and one byte budget.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,21 +16,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::cluster::ClusterConfig;
-use crate::error::{Error, Result};
-use crate::fetcher::{FetchConfig, PartitionFetcher, Reset};
+use crate::error::Result;
+use crate::fetcher::budget::ByteBudget;
+use crate::fetcher::router::Router;
+use crate::fetcher::{FetchConfig, PartitionFetcher, Reset, broker};
 use crate::offsets::{OffsetTracker, PartitionOffsets, TopicPartition};
-use crate::pool::{Pool, SubmitError};
+use crate::pool::Pool;
 
 use super::StartAt;
-
-/// How a fetch task ended.
-#[derive(Debug)]
-enum Ended {
-    /// Reached the end of the log (`exit_at_end`).
-    CaughtUp,
-    /// Told to stop, or the pool stopped taking messages.
-    Stopped,
-}
+use super::fetch::{Ended, Reader};
 
 /// A fetch task's report: which partition (and which assignment of it) ended how.
 struct Done {
@@ -64,6 +59,8 @@ pub(crate) struct Assignment {
     pool: Arc<Pool>,
     tracker: Arc<OffsetTracker>,
     running: BTreeMap<TopicPartition, Running>,
+    /// The fetch task of each broker leading a running partition.
+    router: Arc<Router>,
     next_id: u64,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
@@ -72,7 +69,14 @@ pub(crate) struct Assignment {
 impl Assignment {
     pub(crate) fn new(settings: Settings, pool: Arc<Pool>, tracker: Arc<OffsetTracker>) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let router = Router::new(broker::Settings {
+            connection: settings.cluster.connection(),
+            fetch: settings.fetch.clone(),
+            exit_at_end: settings.exit_at_end,
+            budget: ByteBudget::new(settings.fetch.buffer_bytes),
+        });
         Self {
+            router,
             settings,
             pool,
             tracker,
@@ -132,6 +136,8 @@ impl Assignment {
                 None => reset_to,
             };
             f.seek(start);
+            // Fetching goes over one connection per broker instead.
+            f.release();
             // A fresh state per assignment: whatever an earlier assignment
             // of this partition left behind is no longer looked at.
             self.tracker.remove(&tp.topic, tp.partition);
@@ -142,19 +148,27 @@ impl Assignment {
             let (stop, stop_rx) = watch::channel(false);
             self.next_id += 1;
             let id = self.next_id;
-            let task = tokio::spawn(fetch_loop(
-                f,
-                Arc::clone(&self.pool),
-                Arc::clone(&offsets),
-                Arc::clone(&end),
-                stop_rx,
-                self.settings.exit_at_end,
-                Reporter {
-                    tp: tp.clone(),
-                    id,
-                    tx: self.done_tx.clone(),
-                },
-            ));
+            let reader = Reader {
+                fetcher: f,
+                pool: Arc::clone(&self.pool),
+                part: Arc::clone(&offsets),
+                end: Arc::clone(&end),
+                router: Arc::clone(&self.router),
+                exit_at_end: self.settings.exit_at_end,
+            };
+            let report = Reporter {
+                tp: tp.clone(),
+                id,
+                tx: self.done_tx.clone(),
+            };
+            let task = tokio::spawn(async move {
+                let result = reader.run(stop_rx).await;
+                let _ = report.tx.send(Done {
+                    tp: report.tp,
+                    id: report.id,
+                    result,
+                });
+            });
             self.running.insert(
                 tp.clone(),
                 Running {
@@ -260,6 +274,7 @@ impl Drop for Assignment {
         for r in self.running.values() {
             r.task.abort();
         }
+        self.router.shutdown();
     }
 }
 
@@ -268,56 +283,4 @@ struct Reporter {
     tp: TopicPartition,
     id: u64,
     tx: mpsc::UnboundedSender<Done>,
-}
-
-/// One partition's fetch task: fetch, submit in offset order (waiting while
-/// the pool is full), advance the tracker's fetch position, repeat.
-async fn fetch_loop(
-    mut fetcher: PartitionFetcher,
-    pool: Arc<Pool>,
-    part: Arc<PartitionOffsets>,
-    end: Arc<AtomicI64>,
-    mut stop: watch::Receiver<bool>,
-    exit_at_end: bool,
-    report: Reporter,
-) {
-    let result = async {
-        loop {
-            end.fetch_max(fetcher.high_watermark(), Ordering::Relaxed);
-            if *stop.borrow() {
-                return Ok(Ended::Stopped);
-            }
-            if exit_at_end && fetcher.caught_up() {
-                return Ok(Ended::CaughtUp);
-            }
-            let batch = tokio::select! {
-                b = fetcher.next_batch() => b?,
-                _ = stop.changed() => return Ok(Ended::Stopped),
-            };
-            // One batch submission per fetch: in offset order, awaiting room
-            // without blocking the runtime.
-            tokio::select! {
-                r = pool.submit_batch_async(batch) => match r {
-                    Ok(()) => {}
-                    Err(SubmitError::Stopped | SubmitError::ShuttingDown) => return Ok(Ended::Stopped),
-                    Err(e) => {
-                        return Err(Error::kafka(
-                            format!("dispatching {}", part.topic_partition()),
-                            e,
-                        ));
-                    }
-                },
-                // Leaving mid-submit is safe: what was queued is processed
-                // (or dropped on revocation), the rest stays unfinished.
-                _ = stop.changed() => return Ok(Ended::Stopped),
-            }
-            part.set_next_fetch(fetcher.position());
-        }
-    }
-    .await;
-    let _ = report.tx.send(Done {
-        tp: report.tp,
-        id: report.id,
-        result,
-    });
 }

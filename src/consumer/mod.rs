@@ -1,10 +1,11 @@
 //! The ordered consumer pipeline (DESIGN "Data flow"):
 //!
 //! ```text
-//! fetch task per partition ──submit_async──▶ pool lanes (hash of key) ──▶ handler
+//! reader per partition ──submit_async──▶ pool lanes (hash of key) ──▶ handler
 //!        ▲ pauses when the pool is full           │ completion
 //!        │                                         ▼
-//!   long-poll fetch                      offset tracker ──▶ committer ──▶ OffsetCommit
+//!   one long-poll fetch per broker       offset tracker ──▶ committer ──▶ OffsetCommit
+//!   (all its partitions, byte budget)
 //!        ▲
 //!   assignment: fixed (manual), or from the group (membership events)
 //! ```
@@ -27,6 +28,7 @@
 
 pub mod assignment;
 pub mod committer;
+mod fetch;
 pub mod progress;
 
 use std::collections::{BTreeSet, HashMap};

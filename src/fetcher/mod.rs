@@ -1,6 +1,13 @@
-//! Reading one partition: long-poll Fetch requests to the partition's leader
-//! over our own [`Connection`], decoded by [`crate::records`] into
-//! [`Message`]s, keeping the position and the end of the readable log.
+//! Reading partitions: long-poll Fetch requests over our own [`Connection`],
+//! decoded by [`crate::records`] into [`Message`]s, keeping the position and
+//! the end of the readable log.
+//!
+//! The consumer fetches with one request per broker covering every assigned
+//! partition that broker leads ([`broker`], routed by [`router`]), within a
+//! byte budget ([`budget`]). [`PartitionFetcher`] is one partition's side of
+//! it: its position, its offset lookups, its leader, and the one-line errors
+//! that name it; on its own it also reads a single partition
+//! ([`PartitionFetcher::next_batch`]).
 //!
 //! Idle partitions cost nothing: each fetch waits on the broker up to
 //! `max_wait` for data (the broker's long poll), so there is no busy loop.
@@ -15,9 +22,14 @@
 //! leader connection: rskafka's fetch cannot decode transaction markers, and
 //! its cached metadata does not know partitions added while we run.
 
+pub mod broker;
+pub mod budget;
+pub mod router;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
@@ -47,13 +59,13 @@ const LATEST_TIMESTAMP: i64 = -1;
 /// Metadata versions we build and read (Kafka 4 dropped v0-3).
 const METADATA_VERSIONS: VersionRange = VersionRange { min: 4, max: 12 };
 /// Isolation level READ_COMMITTED (fetches, and the end offsets they reach).
-const READ_COMMITTED: i8 = 1;
+pub(crate) const READ_COMMITTED: i8 = 1;
 /// Isolation level READ_UNCOMMITTED (the whole log's end).
 const READ_UNCOMMITTED: i8 = 0;
 /// First pause between retries; doubles up to [`MAX_BACKOFF`].
-const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between retries.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Longest wait for a TCP connection to a broker.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -67,13 +79,37 @@ pub enum Reset {
     Latest,
 }
 
-/// Tuning of one partition's fetches.
+/// Java's `fetch.max.bytes` default: most bytes of one Fetch response.
+pub const DEFAULT_FETCH_MAX_BYTES: i32 = 52_428_800;
+/// Java's `max.partition.fetch.bytes` default: most bytes of one partition
+/// in one Fetch response.
+pub const DEFAULT_PARTITION_FETCH_MAX_BYTES: i32 = 1_048_576;
+/// Default of [`FetchConfig::buffer_bytes`].
+pub const DEFAULT_FETCH_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Tuning of fetches.
 #[derive(Clone, Debug)]
 pub struct FetchConfig {
-    /// Longest the broker may hold a fetch waiting for data.
+    /// Longest the broker may hold a fetch waiting for data
+    /// (`fetch.max.wait.ms`).
     pub max_wait: Duration,
-    /// Most bytes one fetch may return.
+    /// Most bytes one Fetch request may return over all its partitions
+    /// (`fetch.max.bytes`). Like every limit here it is soft by one record
+    /// batch: the broker returns the first batch whole so a consumer always
+    /// makes progress.
     pub max_bytes: i32,
+    /// Most bytes one partition may contribute to a Fetch response
+    /// (`max.partition.fetch.bytes`).
+    pub partition_max_bytes: i32,
+    /// Least bytes the broker gathers before answering early
+    /// (`fetch.min.bytes`); it answers after `max_wait` regardless.
+    pub min_bytes: i32,
+    /// Most record bytes held in memory at once, over all partitions: fetched
+    /// and not yet submitted to the pool, or submitted and still referenced
+    /// by a message in flight (messages share their response's buffer). A
+    /// fetch is sent only when there is room, and asks for no more than the
+    /// room left.
+    pub buffer_bytes: usize,
     /// What to do when the position is out of range.
     pub reset: Reset,
     /// Longest a fetch may take beyond `max_wait` (retries included) before
@@ -85,7 +121,10 @@ impl Default for FetchConfig {
     fn default() -> Self {
         Self {
             max_wait: Duration::from_millis(500),
-            max_bytes: 1024 * 1024,
+            max_bytes: DEFAULT_FETCH_MAX_BYTES,
+            partition_max_bytes: DEFAULT_PARTITION_FETCH_MAX_BYTES,
+            min_bytes: 1,
+            buffer_bytes: DEFAULT_FETCH_BUFFER_BYTES,
             reset: Reset::Earliest,
             request_timeout: Duration::from_secs(60),
         }
@@ -100,6 +139,8 @@ pub struct PartitionFetcher {
     /// Connection to the partition's leader, found on first use and dropped
     /// when it fails or the leader moves.
     leader: Option<Connection>,
+    /// The leader's address as of the last [`release`](Self::release).
+    released: Option<String>,
     topic: Arc<str>,
     partition: i32,
     next: i64,
@@ -108,7 +149,8 @@ pub struct PartitionFetcher {
 }
 
 /// Why one fetch attempt did not deliver.
-enum Attempt {
+#[derive(Debug)]
+pub(crate) enum Attempt {
     /// Transient (leader moved, connection lost, timeout): find the leader
     /// again and retry after a backoff.
     Retry(String),
@@ -133,12 +175,18 @@ impl PartitionFetcher {
             bootstrap: cluster.brokers.clone(),
             connection: cluster.connection(),
             leader: None,
+            released: None,
             topic: Arc::from(topic),
             partition,
             next: 0,
             high_watermark: -1,
             cfg,
         }
+    }
+
+    /// The topic this fetcher reads.
+    pub fn topic(&self) -> &Arc<str> {
+        &self.topic
     }
 
     /// The partition this fetcher reads.
@@ -297,24 +345,7 @@ impl PartitionFetcher {
             let reason = match outcome {
                 Ok(part) => return self.accept(part),
                 Err(Attempt::OutOfRange(_)) => {
-                    let to = self.resolve(self.cfg.reset).await?;
-                    if to < self.next {
-                        // Offsets below the position were handed out already and
-                        // may be committed; going back would need the tracker to
-                        // forget them. A restart validates the start and resumes.
-                        return Err(self.error(format!(
-                            "the log now ends below offset {} (reset would go back to {to}): the topic was recreated or truncated; restart the consumer to resume from the {:?} offset",
-                            self.next, self.cfg.reset
-                        )));
-                    }
-                    tracing::warn!(
-                        topic = %self.topic,
-                        partition = self.partition,
-                        "offset {} is out of range; resetting to {:?} offset {to}",
-                        self.next,
-                        self.cfg.reset
-                    );
-                    self.next = to;
+                    self.reset_out_of_range().await?;
                     return Ok(Vec::new());
                 }
                 Err(Attempt::Fail(reason)) => return Err(self.error(reason)),
@@ -356,24 +387,23 @@ impl PartitionFetcher {
 
     /// Decodes a partition's answer, moves the position and the end.
     fn accept(&mut self, part: PartitionData) -> Result<Vec<Message>> {
-        self.high_watermark = if part.last_stable_offset >= 0 {
-            part.last_stable_offset
-        } else {
-            part.high_watermark
-        };
-        let aborted: Vec<AbortedTxn> = part
-            .aborted_transactions
-            .iter()
-            .flatten()
-            .map(|t| AbortedTxn {
-                producer_id: t.producer_id.0,
-                first_offset: t.first_offset,
-            })
-            .collect();
+        self.high_watermark = end_of(&part);
+        let aborted = aborted_of(&part);
         let Some(records) = part.records else {
             return Ok(Vec::new());
         };
-        let decoded = decode_partition(&self.topic, self.partition, &records, self.next, &aborted)
+        self.accept_records(&records, &aborted)
+    }
+
+    /// Decodes records fetched at the current position (dropping those
+    /// before it and those of aborted transactions) and moves the position
+    /// past every complete batch.
+    pub(crate) fn accept_records(
+        &mut self,
+        records: &Bytes,
+        aborted: &[AbortedTxn],
+    ) -> Result<Vec<Message>> {
+        let decoded = decode_partition(&self.topic, self.partition, records, self.next, aborted)
             .map_err(|e| self.error(format!("the broker sent undecodable records: {e}")))?;
         match decoded.next_offset {
             Some(next) => self.next = self.next.max(next),
@@ -391,6 +421,90 @@ impl PartitionFetcher {
         Ok(decoded.messages)
     }
 
+    /// The error a failed attempt ends a fetch with (`OutOfRange` is
+    /// normally reset, not reported).
+    pub(crate) fn failure(&self, attempt: Attempt) -> Error {
+        match attempt {
+            Attempt::Retry(reason) | Attempt::Fail(reason) | Attempt::OutOfRange(reason) => {
+                self.error(reason)
+            }
+            Attempt::Refused(reason) => Error::Security(reason),
+            Attempt::Unauthorized => self.denied("Read"),
+        }
+    }
+
+    /// The one-line error of a fetch that kept failing transiently.
+    pub(crate) fn gave_up(&self, reason: &str, after: Duration) -> Error {
+        self.error(format!("{reason} (gave up retrying after {after:?})"))
+    }
+
+    /// How long transient failures are retried before a fetch gives up.
+    pub(crate) fn retry_budget(&self) -> Duration {
+        self.cfg.max_wait + self.cfg.request_timeout
+    }
+
+    /// Resets a position that fell outside the log, as configured (like
+    /// Java's `auto.offset.reset`), with a warning. Fails when the reset
+    /// would go back below the position: those offsets were handed out.
+    pub(crate) async fn reset_out_of_range(&mut self) -> Result<()> {
+        let to = self.resolve(self.cfg.reset).await?;
+        // The lookup's connection is not kept: fetching has its own.
+        self.leader = None;
+        if to < self.next {
+            // Offsets below the position were handed out already and
+            // may be committed; going back would need the tracker to
+            // forget them. A restart validates the start and resumes.
+            return Err(self.error(format!(
+                "the log now ends below offset {} (reset would go back to {to}): the topic was recreated or truncated; restart the consumer to resume from the {:?} offset",
+                self.next, self.cfg.reset
+            )));
+        }
+        tracing::warn!(
+            topic = %self.topic,
+            partition = self.partition,
+            "offset {} is out of range; resetting to {:?} offset {to}",
+            self.next,
+            self.cfg.reset
+        );
+        self.next = to;
+        Ok(())
+    }
+
+    /// Drops the leader connection (kept after offset lookups): the
+    /// consumer fetches over one connection per broker instead.
+    pub fn release(&mut self) {
+        if let Some(c) = self.leader.take() {
+            self.released = Some(c.broker().to_string());
+        }
+    }
+
+    /// The leader's address ("host:port") as known when the connection was
+    /// [released](Self::release), if it was.
+    pub fn known_leader(&self) -> Option<&str> {
+        self.released.as_deref()
+    }
+
+    /// The address ("host:port") of the partition's leader, asked of the
+    /// bootstrap brokers in order (one attempt; the caller retries).
+    pub(crate) async fn locate(&self) -> std::result::Result<String, Attempt> {
+        if self.bootstrap.is_empty() {
+            return Err(Attempt::Fail("no bootstrap broker given".into()));
+        }
+        let mut last = String::new();
+        for addr in &self.bootstrap {
+            let conn = match Connection::connect(addr, self.connection_config()).await {
+                Ok(c) => c,
+                Err(e) if e.is_transport() => {
+                    last = e.to_string();
+                    continue;
+                }
+                Err(e) => return Err(protocol_failure(e)),
+            };
+            return self.leader_address(&conn).await;
+        }
+        Err(Attempt::Retry(last))
+    }
+
     /// One Fetch round trip to the leader (found first if needed).
     async fn try_fetch(&mut self) -> std::result::Result<PartitionData, Attempt> {
         if self.leader.is_none() {
@@ -402,11 +516,12 @@ impl PartitionFetcher {
             .map_err(protocol_failure)?;
         let max_wait_ms = self.cfg.max_wait.as_millis().min(i32::MAX as u128) as i32;
         let max_bytes = self.cfg.max_bytes.max(1);
+        let partition_max_bytes = self.cfg.partition_max_bytes.max(1);
         let topic_name = TopicName(StrBytes::from_string(self.topic.to_string()));
         let request = FetchRequest::default()
             .with_replica_id((-1).into())
             .with_max_wait_ms(max_wait_ms)
-            .with_min_bytes(1)
+            .with_min_bytes(self.cfg.min_bytes.max(1))
             .with_max_bytes(max_bytes)
             .with_isolation_level(READ_COMMITTED)
             .with_session_id(0)
@@ -420,7 +535,7 @@ impl PartitionFetcher {
                             .with_current_leader_epoch(-1)
                             .with_fetch_offset(self.next)
                             .with_log_start_offset(-1)
-                            .with_partition_max_bytes(max_bytes),
+                            .with_partition_max_bytes(partition_max_bytes),
                     ]),
             ]);
         let response = conn
@@ -542,19 +657,47 @@ impl PartitionFetcher {
     /// Timeouts of the leader connection: a request may legitimately take
     /// `max_wait` (the long poll) before the broker answers.
     fn connection_config(&self) -> ConnectionConfig {
-        ConnectionConfig {
-            connect_timeout: CONNECT_TIMEOUT
-                .min(self.cfg.request_timeout)
-                .min(self.connection.connect_timeout),
-            request_timeout: self.cfg.max_wait + self.cfg.request_timeout,
-            ..self.connection.clone()
-        }
+        fetch_connection(&self.connection, &self.cfg)
     }
+}
+
+/// Timeouts of a fetch connection: a request may legitimately take
+/// `max_wait` (the long poll) before the broker answers.
+pub(crate) fn fetch_connection(base: &ConnectionConfig, cfg: &FetchConfig) -> ConnectionConfig {
+    ConnectionConfig {
+        connect_timeout: CONNECT_TIMEOUT
+            .min(cfg.request_timeout)
+            .min(base.connect_timeout),
+        request_timeout: cfg.max_wait + cfg.request_timeout,
+        ..base.clone()
+    }
+}
+
+/// The end of the readable log a partition's answer reports: the last
+/// stable offset (read-committed), else the high watermark.
+pub(crate) fn end_of(part: &PartitionData) -> i64 {
+    if part.last_stable_offset >= 0 {
+        part.last_stable_offset
+    } else {
+        part.high_watermark
+    }
+}
+
+/// The aborted transactions a partition's answer lists.
+pub(crate) fn aborted_of(part: &PartitionData) -> Vec<AbortedTxn> {
+    part.aborted_transactions
+        .iter()
+        .flatten()
+        .map(|t| AbortedTxn {
+            producer_id: t.producer_id.0,
+            first_offset: t.first_offset,
+        })
+        .collect()
 }
 
 /// Leader trouble is retried after finding the leader again; a position
 /// outside the log is reset; anything else fails.
-fn classify(e: ResponseError) -> Attempt {
+pub(crate) fn classify(e: ResponseError) -> Attempt {
     use ResponseError as E;
     match e {
         E::OffsetOutOfRange => Attempt::OutOfRange(format!("{e:?} (code {})", e.code())),
@@ -578,7 +721,7 @@ fn classify(e: ResponseError) -> Attempt {
 
 /// A transport failure is retried on a new connection; a protocol mismatch
 /// is not.
-fn protocol_failure(e: ProtocolError) -> Attempt {
+pub(crate) fn protocol_failure(e: ProtocolError) -> Attempt {
     match e {
         e if e.is_transport() => Attempt::Retry(e.to_string()),
         e @ ProtocolError::Security { .. } => Attempt::Refused(e.to_string()),

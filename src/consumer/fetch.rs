@@ -1,0 +1,208 @@
+//! One partition's reader: hands the partition to its leader's fetch task
+//! (see [`crate::fetcher::broker`]), decodes the records that come back,
+//! submits them to the pool in offset order (awaiting room without blocking
+//! the runtime), advances the tracker's fetch position, and hands the
+//! partition back. Leader changes, resets and errors of the partition are
+//! dealt with here, so one partition's trouble never holds up the others
+//! sharing its broker's requests.
+//!
+//! Stopping the reader (revocation, shutdown) is immediate: once it has
+//! returned nothing more of the partition is submitted, and the broker task
+//! drops the partition at its next turn.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::fetcher::broker::{Dispatch, Event, PartLink};
+use crate::fetcher::router::Router;
+use crate::fetcher::{Attempt, INITIAL_BACKOFF, MAX_BACKOFF, PartitionFetcher};
+use crate::offsets::PartitionOffsets;
+use crate::pool::{Pool, SubmitError};
+
+/// How a partition's reader ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// Reached the end of the log (`exit_at_end`).
+    CaughtUp,
+    /// Told to stop, or the pool stopped taking messages.
+    Stopped,
+}
+
+/// What a partition's reader works with.
+pub(crate) struct Reader {
+    /// The partition's position, lookups and errors.
+    pub(crate) fetcher: PartitionFetcher,
+    /// Where its records go.
+    pub(crate) pool: Arc<Pool>,
+    /// Its offset state in the tracker.
+    pub(crate) part: Arc<PartitionOffsets>,
+    /// End of its readable log as last seen, shared with the broker tasks.
+    pub(crate) end: Arc<AtomicI64>,
+    /// The broker fetch tasks.
+    pub(crate) router: Arc<Router>,
+    /// Stop once caught up.
+    pub(crate) exit_at_end: bool,
+}
+
+/// Transient trouble of one partition: when it started and the next pause.
+struct Trouble {
+    since: Instant,
+    backoff: std::time::Duration,
+    reason: String,
+}
+
+impl Reader {
+    /// Reads until told to stop, caught up (with `exit_at_end`), or failed.
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<Ended> {
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let link = Arc::new(PartLink {
+            topic: Arc::clone(self.fetcher.topic()),
+            partition: self.fetcher.partition(),
+            end: Arc::clone(&self.end),
+            events: events_tx,
+        });
+        // Where the start-up lookups found it; looked up again when it moves.
+        let mut leader: Option<String> = self.fetcher.known_leader().map(str::to_string);
+        let mut trouble: Option<Trouble> = None;
+        loop {
+            if *stop.borrow() {
+                return Ok(Ended::Stopped);
+            }
+            if self.exit_at_end && self.caught_up() {
+                return Ok(Ended::CaughtUp);
+            }
+            let addr = match &leader {
+                Some(a) => a.clone(),
+                None => {
+                    let found = tokio::select! {
+                        f = self.fetcher.locate() => f,
+                        _ = stop.changed() => return Ok(Ended::Stopped),
+                    };
+                    match found {
+                        Ok(a) => {
+                            leader = Some(a.clone());
+                            a
+                        }
+                        Err(Attempt::Retry(reason)) => {
+                            if !self.pause(&mut trouble, reason, &mut stop).await? {
+                                return Ok(Ended::Stopped);
+                            }
+                            continue;
+                        }
+                        Err(other) => return Err(self.fetcher.failure(other)),
+                    }
+                }
+            };
+            self.router.dispatch(
+                &addr,
+                Dispatch {
+                    part: Arc::clone(&link),
+                    next: self.fetcher.position(),
+                },
+            );
+            let event = tokio::select! {
+                e = events.recv() => e.expect("the link holds a sender"),
+                _ = stop.changed() => return Ok(Ended::Stopped),
+            };
+            match event {
+                Event::Records { records, aborted } => {
+                    trouble = None;
+                    let batch = self.fetcher.accept_records(&records, &aborted)?;
+                    drop(records);
+                    if !self.submit(batch, &mut stop).await? {
+                        return Ok(Ended::Stopped);
+                    }
+                    self.part.set_next_fetch(self.fetcher.position());
+                }
+                Event::CaughtUp => trouble = None,
+                Event::Moved {
+                    reason,
+                    backoff,
+                    served,
+                } => {
+                    leader = None;
+                    if served {
+                        trouble = None;
+                    }
+                    if backoff {
+                        tracing::debug!(topic = %link.topic, partition = link.partition, %reason, "finding the leader again");
+                        if !self.pause(&mut trouble, reason, &mut stop).await? {
+                            return Ok(Ended::Stopped);
+                        }
+                    }
+                }
+                Event::OutOfRange => {
+                    tokio::select! {
+                        r = self.fetcher.reset_out_of_range() => r?,
+                        _ = stop.changed() => return Ok(Ended::Stopped),
+                    }
+                    self.part.set_next_fetch(self.fetcher.position());
+                }
+                Event::Failed(attempt) => return Err(self.fetcher.failure(attempt)),
+            }
+        }
+    }
+
+    /// Whether the position reached the end of the readable log as last seen.
+    fn caught_up(&self) -> bool {
+        let end = self.end.load(Ordering::Relaxed);
+        end >= 0 && self.fetcher.position() >= end
+    }
+
+    /// One batch submission per fetch: in offset order, awaiting room
+    /// without blocking the runtime. `false` when told to stop meanwhile
+    /// (leaving mid-submit is safe: what was queued is processed or dropped
+    /// on revocation, the rest stays unfinished) or the pool stopped.
+    async fn submit(
+        &self,
+        batch: Vec<crate::message::Message>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<bool> {
+        if batch.is_empty() {
+            return Ok(true);
+        }
+        tokio::select! {
+            r = self.pool.submit_batch_async(batch) => match r {
+                Ok(()) => Ok(true),
+                Err(SubmitError::Stopped | SubmitError::ShuttingDown) => Ok(false),
+                Err(e) => Err(Error::kafka(
+                    format!("dispatching {}", self.part.topic_partition()),
+                    e,
+                )),
+            },
+            _ = stop.changed() => Ok(false),
+        }
+    }
+
+    /// Waits before trying again after transient trouble; fails once the
+    /// trouble has lasted the retry budget. `false` when told to stop.
+    async fn pause(
+        &self,
+        trouble: &mut Option<Trouble>,
+        reason: String,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<bool> {
+        let budget = self.fetcher.retry_budget();
+        let t = trouble.get_or_insert_with(|| Trouble {
+            since: Instant::now(),
+            backoff: INITIAL_BACKOFF,
+            reason: String::new(),
+        });
+        t.reason = reason;
+        let deadline = t.since + budget;
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(self.fetcher.gave_up(&t.reason, budget));
+        }
+        let pause = t.backoff.min(deadline - now);
+        t.backoff = (t.backoff * 2).min(MAX_BACKOFF);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => Ok(true),
+            _ = stop.changed() => Ok(false),
+        }
+    }
+}
