@@ -51,6 +51,10 @@ const MAX_CLAIM: usize = 1024;
 /// while there are at most this many queues; beyond it they are removed.
 const KEEP_QUEUES: usize = 4096;
 
+/// An empty queue keeps at most this much room (in jobs) for its key's
+/// next messages; a larger one is freed.
+const KEEP_CAPACITY: usize = 32;
+
 /// A queue identity: the key's hash, or a topic-partition's.
 type QueueId = u64;
 
@@ -172,13 +176,19 @@ impl Sched {
     /// becomes ready again (at the back: keys take turns).
     fn release(&mut self, held: &mut Vec<QueueId>) {
         for id in held.drain(..) {
+            let many = self.queues.len() > KEEP_QUEUES;
             let q = self.queues.get_mut(&id).expect("a held key has a queue");
             q.held = false;
             if !q.jobs.is_empty() {
                 self.claimable += q.jobs.len();
                 self.ready.push_back(id);
-            } else if self.queues.len() > KEEP_QUEUES {
+            } else if many {
                 self.queues.remove(&id);
+            } else if q.jobs.capacity() > KEEP_CAPACITY {
+                // A burst grew it: keep the map entry, not the memory (a
+                // thousand keys each keeping a 1,000-job burst's room
+                // would hold ~140 MB).
+                q.jobs = VecDeque::new();
             }
         }
     }
