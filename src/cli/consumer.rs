@@ -87,7 +87,7 @@ pub struct ConsumerArgs {
     workers: Option<usize>,
     /// How messages reach the workers: lanes (a key always on the same
     /// thread) or keys (a queue per key, any free thread runs the next ready key).
-    #[arg(long, default_value = "lanes", env = "KAFKA_SCHEDULER")]
+    #[arg(long, default_value = "keys", env = "KAFKA_SCHEDULER")]
     scheduler: Scheduler,
     /// Order kept: key (per key), partition (per partition), unordered.
     #[arg(long, default_value = "key", env = "KAFKA_ORDERING", value_parser = parse_ordering)]
