@@ -884,7 +884,7 @@ proptest! {
         let keys = keys_in_one_partition(partitions, 1, prefix);
         let topic: Arc<str> = Arc::from(TOPIC);
         let tracker = Arc::new(OffsetTracker::new());
-        let cfg = PoolConfig { lanes, ..PoolConfig::default() };
+        let cfg = PoolConfig { lanes, scheduler: Scheduler::Lanes, ..PoolConfig::default() };
         let pool = Pool::new(cfg, tracker, |_: &Message| Ok(())).unwrap();
         for (offset, k) in keys.iter().enumerate() {
             pool.submit(Message {
