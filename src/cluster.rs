@@ -218,6 +218,37 @@ async fn why_unreachable(brokers: &[String], waited: Duration) -> String {
     }
 }
 
+/// How long a topic that the metadata does not name is asked for again
+/// before it counts as missing. The controller has accepted a new topic
+/// before every broker's metadata cache holds it (KRaft propagates it
+/// asynchronously), so a consumer or producer started right after
+/// `kafka-topics --create` could otherwise fail on a topic that exists.
+pub const NEW_TOPIC_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `lookup` until it answers anything but [`Error::UnknownTopic`], or
+/// until [`NEW_TOPIC_GRACE`] has passed, backing off from 50 ms to 500 ms;
+/// then returns its last answer. For start-up checks of a topic the user
+/// named: a mistyped name still fails with one clear line, a few seconds
+/// later.
+pub async fn within_new_topic_grace<T, F, Fut>(mut lookup: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + NEW_TOPIC_GRACE;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match lookup().await {
+            Err(Error::UnknownTopic { topic }) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%topic, "topic not in the metadata yet; asking again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// The partitions of `topic`, or [`Error::UnknownTopic`], or
 /// [`Error::Security`] naming the missing ACL when the principal may not
 /// describe it (asking for all topics would instead silently leave it out).

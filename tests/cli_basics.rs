@@ -132,6 +132,37 @@ fn unknown_topic_is_exit_4() {
     assert_fails(out, t, 4, &topic);
 }
 
+/// A topic created a moment after the consumer starts (the race of a
+/// deployment that starts consumers with the topic) is found, not reported
+/// missing: the start-up lookup asks again for a few seconds.
+#[test]
+fn a_topic_created_just_after_start_is_found() {
+    let addr = require_broker();
+    let topic = unique("late");
+    let consumer = consumer()
+        .args([
+            &addr,
+            &topic,
+            "0",
+            "g",
+            "--from",
+            "earliest",
+            "--exit-at-end",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    produce_lines(&topic, 1, "k", "x\n");
+    let out = consumer.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn missing_partition_is_exit_4() {
     let addr = require_broker();

@@ -299,7 +299,8 @@ pub async fn run<H: Handler>(
     for topic in &cfg.topics {
         existing.insert(
             topic.clone(),
-            cluster::topic_partitions(&cfg.cluster, topic).await?,
+            cluster::within_new_topic_grace(|| cluster::topic_partitions(&cfg.cluster, topic))
+                .await?,
         );
     }
     let manual = match cfg.partitions {

@@ -313,7 +313,8 @@ impl Producer {
     /// the sender task.
     pub async fn new(cluster: &ClusterConfig, cfg: ProducerConfig) -> Result<Self> {
         cfg.validate()?;
-        let leaders = cluster::topic_leaders(cluster, &cfg.topic).await?;
+        let leaders =
+            cluster::within_new_topic_grace(|| cluster::topic_leaders(cluster, &cfg.topic)).await?;
         let partitions = leaders.partitions.len() as i32;
         if let Some(p) = cfg.partition
             && !(0..partitions).contains(&p)
