@@ -5,7 +5,7 @@
 //! cannot decode transaction markers. Those, and our Metadata + Fetch, are
 //! encoded with the `kafka-protocol` crate's generated message types and sent
 //! over this connection: a tokio `TcpStream` with Kafka's 4-byte big-endian
-//! length framing, a request header carrying a correlation id and the client
+//! length framing ([`frame`]), a request header carrying a correlation id and the client
 //! id [`CLIENT_ID`], and an ApiVersions handshake on connect so every request
 //! goes out at the highest version both sides support.
 //!
@@ -20,6 +20,7 @@
 //! session lifetime runs out (KIP-368).
 
 mod error;
+mod frame;
 pub mod pipeline;
 pub mod sasl;
 pub mod security;
@@ -27,6 +28,7 @@ pub mod tls;
 pub mod transport;
 
 pub use error::ProtocolError;
+use frame::{FrameError, encode_frame, split_response_header};
 pub use security::{Security, SecurityProtocol};
 
 use std::collections::HashMap;
@@ -36,7 +38,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupHeartbeatRequest,
     ConsumerGroupHeartbeatResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest,
@@ -45,11 +47,10 @@ use kafka_protocol::messages::{
     JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListOffsetsRequest,
     ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
     OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest, SyncGroupResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use transport::Stream;
@@ -606,7 +607,8 @@ impl Connection {
             });
         };
         let max = self.config.max_response_bytes;
-        let result = tokio::time::timeout(timeout, round_trip(&mut stream, &frame, max)).await;
+        let result =
+            tokio::time::timeout(timeout, frame::round_trip(&mut stream, &frame, max)).await;
         let response = match result {
             Err(_) => {
                 return Err(ProtocolError::Timeout {
@@ -615,14 +617,14 @@ impl Connection {
                     after: timeout,
                 });
             }
-            Ok(Err(RoundTripError::Io(source))) => {
+            Ok(Err(FrameError::Io(source))) => {
                 return Err(ProtocolError::Io {
                     broker: self.broker.clone(),
                     api,
                     source,
                 });
             }
-            Ok(Err(RoundTripError::Frame(detail))) => {
+            Ok(Err(FrameError::Bad(detail))) => {
                 return Err(ProtocolError::Decode {
                     broker: self.broker.clone(),
                     api,
@@ -646,90 +648,6 @@ impl Connection {
         wire.stream = Some(stream);
         Ok(body)
     }
-}
-
-/// Builds one request frame: 4-byte big-endian length, request header (at
-/// `header_version`: v1 plain, v2 flexible), then the body.
-fn encode_frame(
-    api: ApiKey,
-    version: i16,
-    header_version: i16,
-    correlation_id: i32,
-    client_id: &str,
-    capacity: usize,
-    encode_body: impl FnOnce(&mut BytesMut) -> Result<(), String>,
-) -> Result<Bytes, String> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
-    let mut buf = BytesMut::with_capacity(capacity);
-    buf.put_i32(0); // length placeholder, patched below
-    header
-        .encode(&mut buf, header_version)
-        .map_err(|e| format!("request header: {e}"))?;
-    encode_body(&mut buf)?;
-    let len = i32::try_from(buf.len() - 4).map_err(|_| "request larger than 2 GiB".to_string())?;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf.freeze())
-}
-
-/// Why one write-then-read on the socket failed.
-enum RoundTripError {
-    Io(io::Error),
-    /// The length prefix was impossible (negative or over the limit).
-    Frame(String),
-}
-
-/// Writes `frame` and reads one length-prefixed response frame (without its
-/// length prefix).
-async fn round_trip(
-    stream: &mut Stream,
-    frame: &[u8],
-    max_response_bytes: usize,
-) -> Result<Bytes, RoundTripError> {
-    stream.write_all(frame).await.map_err(RoundTripError::Io)?;
-    stream.flush().await.map_err(RoundTripError::Io)?;
-    let len = stream.read_i32().await.map_err(RoundTripError::Io)?;
-    // A TLS listener answers a plaintext request with a TLS alert record:
-    // content type 21, version 3.x. No Kafka frame is that long.
-    if let [0x15, 0x03, 0x00..=0x04, _] = len.to_be_bytes() {
-        return Err(RoundTripError::Frame(
-            "the broker answered with a TLS alert: this port speaks TLS, set security.protocol=SSL or SASL_SSL".into(),
-        ));
-    }
-    let len = usize::try_from(len)
-        .map_err(|_| RoundTripError::Frame(format!("negative response length {len}")))?;
-    if len > max_response_bytes {
-        return Err(RoundTripError::Frame(format!(
-            "response of {len} bytes exceeds the {max_response_bytes}-byte limit"
-        )));
-    }
-    let mut body = vec![0u8; len];
-    stream
-        .read_exact(&mut body)
-        .await
-        .map_err(RoundTripError::Io)?;
-    Ok(Bytes::from(body))
-}
-
-/// Decodes the response header, checks it answers `correlation_id`, and
-/// returns the remaining body.
-fn split_response_header(
-    mut response: Bytes,
-    header_version: i16,
-    correlation_id: i32,
-) -> Result<Bytes, String> {
-    let header = ResponseHeader::decode(&mut response, header_version)
-        .map_err(|e| format!("response header: {}", e.to_string().trim()))?;
-    if header.correlation_id != correlation_id {
-        return Err(format!(
-            "response correlation id {} does not match request {correlation_id}",
-            header.correlation_id
-        ));
-    }
-    Ok(response)
 }
 
 /// A broker address as `host:port` from the host and port a broker reports
@@ -756,8 +674,11 @@ mod tests {
         assert_eq!(format_addr("[::1]", 9092), "[::1]:9092");
         assert_eq!(format_addr("kafka-1", 9092), "kafka-1:9092");
     }
+    use super::frame::tests::with_header_v0;
     use bytes::Buf;
+    use bytes::BufMut;
     use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
     fn config() -> ConnectionConfig {
@@ -829,12 +750,6 @@ mod tests {
         b.to_vec()
     }
 
-    fn with_header_v0(correlation_id: i32, body: &[u8]) -> Vec<u8> {
-        let mut v = correlation_id.to_be_bytes().to_vec();
-        v.extend_from_slice(body);
-        v
-    }
-
     /// Starts a fake broker running `script` on the first accepted socket.
     async fn fake_broker<F, Fut>(script: F) -> String
     where
@@ -851,46 +766,6 @@ mod tests {
     }
 
     const KEYS: &[(i16, i16, i16)] = &[(18, 0, 4), (10, 0, 6), (8, 2, 9), (9, 1, 9)];
-
-    #[test]
-    fn frame_has_length_prefix_and_v1_header() {
-        let frame = encode_frame(ApiKey::FindCoordinator, 2, 1, 7, CLIENT_ID, 256, |b| {
-            b.put_slice(b"xy");
-            Ok(())
-        })
-        .unwrap();
-        let mut f = &frame[..];
-        assert_eq!(f.get_i32() as usize, frame.len() - 4);
-        assert_eq!(f.get_i16(), ApiKey::FindCoordinator as i16);
-        assert_eq!(f.get_i16(), 2);
-        assert_eq!(f.get_i32(), 7);
-        assert_eq!(f.get_i16(), CLIENT_ID.len() as i16);
-        assert_eq!(&f[..CLIENT_ID.len()], CLIENT_ID.as_bytes());
-        assert_eq!(&f[CLIENT_ID.len()..], b"xy");
-    }
-
-    #[test]
-    fn flexible_header_ends_with_empty_tag_buffer() {
-        let frame =
-            encode_frame(ApiKey::OffsetCommit, 9, 2, 1, CLIENT_ID, 256, |_| Ok(())).unwrap();
-        // length + key + version + correlation + client id + tag count 0
-        assert_eq!(frame.len(), 4 + 2 + 2 + 4 + 2 + CLIENT_ID.len() + 1);
-        assert_eq!(*frame.last().unwrap(), 0);
-    }
-
-    #[test]
-    fn response_header_correlation_is_checked() {
-        let ok = split_response_header(Bytes::from(with_header_v0(5, b"rest")), 0, 5).unwrap();
-        assert_eq!(&ok[..], b"rest");
-        let err = split_response_header(Bytes::from(with_header_v0(6, b"")), 0, 5).unwrap_err();
-        assert!(err.contains("correlation id 6"), "{err}");
-        // Flexible header: correlation id then a tag-buffer count.
-        let mut flex = with_header_v0(5, &[0]);
-        flex.extend_from_slice(b"body");
-        let ok = split_response_header(Bytes::from(flex), 1, 5).unwrap();
-        assert_eq!(&ok[..], b"body");
-        assert!(split_response_header(Bytes::from_static(&[0, 1]), 0, 5).is_err());
-    }
 
     #[tokio::test]
     async fn handshake_negotiates_highest_common_version() {

@@ -24,12 +24,13 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::HeaderVersion;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::frame::{FrameError, encode_frame, read_frame, split_response_header};
 use super::transport::Stream;
-use super::{ApiRequest, Connection, ProtocolError, encode_frame, split_response_header};
+use super::{ApiRequest, Connection, ProtocolError};
 
 /// The outcome of one pipelined request.
 #[derive(Debug)]
@@ -358,23 +359,4 @@ fn io_error(broker: &str, api: ApiKey, source: io::Error) -> ProtocolError {
         api,
         source,
     }
-}
-
-enum FrameError {
-    Io(io::Error),
-    Bad(String),
-}
-
-async fn read_frame(read: &mut ReadHalf<Stream>, max: usize) -> Result<Bytes, FrameError> {
-    let len = read.read_i32().await.map_err(FrameError::Io)?;
-    let len = usize::try_from(len)
-        .map_err(|_| FrameError::Bad(format!("negative response length {len}")))?;
-    if len > max {
-        return Err(FrameError::Bad(format!(
-            "response of {len} bytes exceeds the {max}-byte limit"
-        )));
-    }
-    let mut body = vec![0u8; len];
-    read.read_exact(&mut body).await.map_err(FrameError::Io)?;
-    Ok(Bytes::from(body))
 }
