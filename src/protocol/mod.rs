@@ -5,7 +5,7 @@
 //! cannot decode transaction markers. Those, and our Metadata + Fetch, are
 //! encoded with the `kafka-protocol` crate's generated message types and sent
 //! over this connection: a tokio `TcpStream` with Kafka's 4-byte big-endian
-//! length framing ([`frame`]), a request header carrying a correlation id and the client
+//! length framing (`frame.rs`), a request header carrying a correlation id and the client
 //! id [`CLIENT_ID`], and an ApiVersions handshake on connect so every request
 //! goes out at the highest version both sides support.
 //!
