@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mykafkams::group::assignor::{
-    Assignor, MemberSubscription, decode_assignment, decode_subscription, encode_assignment,
-    encode_subscription,
+use mykafkams::group::assignor::{Assignor, MemberSubscription};
+use mykafkams::group::consumer_protocol::{
+    decode_assignment, decode_subscription, encode_assignment, encode_subscription,
 };
 use proptest::prelude::*;
 

@@ -29,7 +29,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
 
-use super::assignor::{self, Assignor, MemberSubscription};
+use super::assignor::{Assignor, MemberSubscription};
+use super::consumer_protocol;
 use super::coordinator::GroupClient;
 use super::membership::{Control, GroupEvent, Session};
 use crate::cluster;
@@ -378,10 +379,11 @@ async fn join_and_sync(
         }
         Some(e) => return Err(fatal(s, "syncing the group", e)),
     }
-    let assigned = assignor::decode_assignment(&synced.assignment).map_err(|e| Error::Kafka {
-        context: format!("reading the assignment of group '{}'", s.cfg.group),
-        detail: e,
-    })?;
+    let assigned =
+        consumer_protocol::decode_assignment(&synced.assignment).map_err(|e| Error::Kafka {
+            context: format!("reading the assignment of group '{}'", s.cfg.group),
+            detail: e,
+        })?;
     m.generation = generation;
     match partition_counts(s, &s.cfg.topics).await {
         Ok(counts) => m.snapshot = counts,
@@ -425,7 +427,7 @@ async fn join(s: &Session, m: &Member) -> Result<JoinGroupResponse> {
             };
             JoinGroupRequestProtocol::default()
                 .with_name(StrBytes::from_static_str(a.name()))
-                .with_metadata(assignor::encode_subscription(
+                .with_metadata(consumer_protocol::encode_subscription(
                     a,
                     &s.cfg.topics,
                     &owned,
@@ -477,7 +479,7 @@ async fn assign(
 ) -> Result<Vec<SyncGroupRequestAssignment>> {
     let mut members = Vec::with_capacity(joined.members.len());
     for member in &joined.members {
-        let sub = assignor::decode_subscription(
+        let sub = consumer_protocol::decode_subscription(
             member.member_id.as_str(),
             member.group_instance_id.as_ref().map(|i| i.as_str()),
             assignor,
@@ -509,7 +511,7 @@ async fn assign(
         .map(|(member, assigned)| {
             SyncGroupRequestAssignment::default()
                 .with_member_id(StrBytes::from_string(member.clone()))
-                .with_assignment(assignor::encode_assignment(assigned))
+                .with_assignment(consumer_protocol::encode_assignment(assigned))
         })
         .collect())
 }
