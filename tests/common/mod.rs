@@ -9,6 +9,7 @@ pub mod broker;
 pub mod members;
 pub mod processes;
 pub mod proxy;
+pub mod secure;
 pub mod segments;
 pub mod sequences;
 
