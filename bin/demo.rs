@@ -14,7 +14,7 @@ use mykafkams::pool::Scheduler;
 
 /// Show per-key ordered, parallel processing on a real broker.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(version = cli::VERSION, long_version = cli::LONG_VERSION)]
 struct Args {
     /// Bootstrap brokers, comma separated.
     #[arg(long, env = "KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
@@ -40,6 +40,9 @@ struct Args {
     /// Make the first key slow: this many milliseconds per message (head-of-line test).
     #[arg(long)]
     slow_key_ms: Option<u64>,
+    /// Panic in the handler at the first attempt of every message whose offset is a multiple of N.
+    #[arg(long, value_name = "N")]
+    panic_every: Option<u64>,
     /// Print the verdict as one JSON object on stdout instead of the text.
     #[arg(long)]
     json: bool,
@@ -59,6 +62,7 @@ async fn run(args: Args) -> Result<()> {
         work: Duration::from_millis(args.work_ms),
         sample: args.sample,
         slow_key: args.slow_key_ms.map(Duration::from_millis),
+        panic_every: args.panic_every,
         ..DemoConfig::new(ClusterConfig::new(cluster::parse_brokers(&args.brokers)?))
     };
     let workers = cfg.workers;
@@ -91,6 +95,12 @@ fn print_verdict(r: &demo::DemoReport, workers: usize, sample: usize) {
     println!("throughput, {workers} workers     {:.0} msg/s", r.rate);
     if let Some((key, others)) = &r.slow_key {
         println!("throughput, keys but {key}  {others:.0} msg/s");
+    }
+    if r.panics > 0 {
+        println!(
+            "handler panics caught     {} (each message retried)",
+            r.panics
+        );
     }
     if let (Some(single), Some(speedup)) = (r.single_rate, r.speedup()) {
         println!("throughput, 1 worker      {single:.0} msg/s ({sample}-message sample)");

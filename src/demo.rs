@@ -6,10 +6,13 @@
 //! `just bench` drives it too: without the single-worker sample
 //! ([`DemoConfig::sample`] 0, the script measures one worker itself), and
 //! with a slow key ([`DemoConfig::slow_key`]) for the head-of-line figure.
+//! [`DemoConfig::panic_every`] makes the handler panic now and then, to show
+//! (and let a test check, on any build) that a panicking handler is caught,
+//! retried and loses nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -196,6 +199,10 @@ pub struct DemoConfig {
     /// done the slow key runs at `work` speed, so the run still ends and
     /// checks every message, but not after `events / keys` times this.
     pub slow_key: Option<Duration>,
+    /// Panic in the handler at the first attempt of every message whose
+    /// offset is a multiple of this; the pool catches the panic and retries
+    /// the message (`None`: never panic).
+    pub panic_every: Option<u64>,
 }
 
 impl DemoConfig {
@@ -212,6 +219,7 @@ impl DemoConfig {
             work: Duration::from_millis(1),
             sample: 3000,
             slow_key: None,
+            panic_every: None,
         }
     }
 }
@@ -230,6 +238,9 @@ pub struct DemoReport {
     /// With a slow key: the slow key, and messages per second of the other
     /// keys (first to last of theirs).
     pub slow_key: Option<(String, f64)>,
+    /// Handler panics injected by [`DemoConfig::panic_every`] (each one
+    /// caught and the message retried).
+    pub panics: u64,
 }
 
 impl DemoReport {
@@ -257,6 +268,7 @@ impl DemoReport {
             "slow_key": self.slow_key.as_ref().map(|(k, _)| k),
             "slow_key_ms": cfg.slow_key.map(|d| d.as_secs_f64() * 1e3),
             "others_rate": self.slow_key.as_ref().map(|(_, r)| r),
+            "panics": self.panics,
             "passed": self.passed(),
         })
     }
@@ -310,6 +322,7 @@ async fn consume(
     workers: usize,
     checker: Arc<SequenceChecker>,
     stats: Duration,
+    panics: Arc<AtomicU64>,
 ) -> Result<()> {
     let mut c = ConsumerConfig::new(
         cfg.cluster.clone(),
@@ -335,7 +348,17 @@ async fn consume(
     let slow = cfg.slow_key.map(|d| (key_names(1).remove(0), d));
     let others = cfg.events - cfg.events.div_ceil(cfg.keys.max(1)).min(cfg.events);
     let others_done = AtomicBool::new(false);
+    let panic_every = cfg.panic_every.filter(|&n| n > 0);
+    let panicked: Mutex<HashSet<(i32, i64)>> = Mutex::new(HashSet::new());
     let handler = move |m: &Message| -> std::result::Result<(), HandlerError> {
+        if let Some(n) = panic_every
+            && m.offset % n as i64 == 0
+            && panicked.lock().insert((m.partition, m.offset))
+        {
+            panics.fetch_add(1, Ordering::Relaxed);
+            // Unwinds like a panic, without the panic hook's message.
+            std::panic::resume_unwind(Box::new("injected panic (--panic-every)"));
+        }
         match &slow {
             Some((key, d)) if m.key.as_deref() == Some(key.as_bytes()) => {
                 // Slices, so that the slow key speeds up as soon as the others are done.
@@ -400,14 +423,22 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
         Some(_) => SequenceChecker::excluding(keys[0].clone()),
         None => SequenceChecker::default(),
     });
+    if let Some(n) = cfg.panic_every {
+        eprintln!(
+            "demo: the handler panics at the first attempt of every message whose offset is a multiple of {n}"
+        );
+    }
+    let panics = Arc::new(AtomicU64::new(0));
     consume(
         &cfg,
         &topic,
         cfg.workers,
         Arc::clone(&checker),
         Duration::from_secs(1),
+        Arc::clone(&panics),
     )
     .await?;
+    let panics = panics.load(Ordering::Relaxed);
     let verdict = checker.verdict_of(keys.iter().enumerate().map(|(i, k)| (k, per_key(i))));
     let rate = checker.rate();
     let slow_key = checker.others_rate().map(|r| (keys[0].clone(), r));
@@ -418,6 +449,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
             rate,
             single_rate: None,
             slow_key,
+            panics,
         });
     }
 
@@ -440,6 +472,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
         events: cfg.sample,
         keys: sample_keys.len(),
         slow_key: None,
+        panic_every: None,
         ..cfg.clone()
     };
     consume(
@@ -448,6 +481,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
         1,
         Arc::clone(&single),
         Duration::ZERO,
+        Arc::new(AtomicU64::new(0)),
     )
     .await?;
 
@@ -457,6 +491,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
         rate,
         single_rate: Some(single.rate()),
         slow_key,
+        panics,
     })
 }
 

@@ -24,7 +24,8 @@ type Assignors = Vec<Assignor>;
 #[derive(Parser, Debug)]
 #[command(
     name = "consumer",
-    version,
+    version = super::VERSION,
+    long_version = super::LONG_VERSION,
     override_usage = "consumer [OPTIONS] <BROKER> <TOPIC> <GROUP> [-- CMD ARGS...]              (join GROUP)\n       \
                       consumer [OPTIONS] <BROKER> <TOPIC> <PARTITION> <GROUP> [-- CMD ARGS...]  (read PARTITION)\n       \
                       consumer [OPTIONS] --bootstrap-server <LIST> --topic <TOPIC> --group <GROUP> [--partitions <LIST|all>]"

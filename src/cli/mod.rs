@@ -11,6 +11,30 @@ use crate::error::{EXIT_OK, Error, Result};
 use crate::metrics::MetricsServer;
 use crate::protocol::Security;
 
+/// What `-V` prints after the binary's name: the crate version and the git
+/// commit it was built from (`unknown` outside a git checkout; see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MYKAFKAMS_GIT_COMMIT"),
+    ")"
+);
+
+/// What `--version` prints after the binary's name: [`VERSION`], then the
+/// target, the codecs and the security mechanisms built in (all of them,
+/// always: every codec and mechanism is pure Rust and there is nothing to
+/// opt into), and the allocator.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit:    ",
+    env!("MYKAFKAMS_GIT_COMMIT"),
+    "\ntarget:    ",
+    env!("MYKAFKAMS_TARGET"),
+    "\ncodecs:    gzip, snappy, lz4, zstd (produce and fetch)",
+    "\nsecurity:  TLS 1.2/1.3 (rustls, ring), SASL PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER",
+    "\nallocator: the system's (glibc malloc, or musl's in a static build)",
+);
+
 /// Sends `tracing` output to stderr; the level comes from `RUST_LOG`
 /// (default: warnings, plus this crate's info lines). rskafka's own retry
 /// warnings are hidden by default: the error the user gets already says what

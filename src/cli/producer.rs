@@ -18,7 +18,8 @@ use crate::producer::{Acks, Compression, MAX_IN_FLIGHT_IDEMPOTENT, Producer, Pro
 #[derive(Parser, Debug)]
 #[command(
     name = "producer",
-    version,
+    version = super::VERSION,
+    long_version = super::LONG_VERSION,
     override_usage = "producer [OPTIONS] <BROKER> <TOPIC> <KEY>\n       producer [OPTIONS] --brokers <LIST> <TOPIC> [KEY]"
 )]
 pub struct ProducerArgs {
