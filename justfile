@@ -17,7 +17,26 @@ default:
     @just --list
 
 # Start Kafka (Docker if an engine answers, else the local launcher), then run the demo.
-up: kafka demo
+up: banner kafka demo
+
+# What `just up` is about to do, before it does it.
+[private]
+banner:
+    #!/usr/bin/env bash
+    if (exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT) 2>/dev/null; then
+      broker="reuse the broker already answering on 127.0.0.1:$KAFKA_PORT"
+    elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+      broker="start Apache Kafka from docker/compose.yml (image apache/kafka)"
+    else
+      broker="start Apache Kafka on 127.0.0.1:$KAFKA_PORT from jars (Maven Central; the first time ~1 min)"
+    fi
+    echo "MyKafkaMS demo: this will"
+    echo "  1. $broker;"
+    echo "  2. build the release binaries (cargo build --release; the first time ~5 min on 2 cores);"
+    echo "  3. send 100,000 keyed events through our producer and consume them with the ordered,"
+    echo "     parallel consumer, checking every key's order, then print the verdict."
+    echo "  Stop the broker afterwards with: just down"
+    echo
 
 # Stop whichever Kafka `just up` started.
 down:
@@ -101,6 +120,54 @@ kafka-tool +ARGS:
 # Build the release binaries into target/release.
 build:
     cargo build --release
+
+# Profile `dist`: LTO, one codegen unit, stripped; ldd checks each is static; SHA256SUMS beside them.
+# Static musl binaries for deployment into target/dist/, with their sizes.
+dist:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    target=x86_64-unknown-linux-musl
+    if ! rustup target list --installed | grep -qx "$target"; then
+      echo "dist: adding the Rust target $target (rustup target add $target)" >&2
+      rustup target add "$target"
+    fi
+    # ring (rustls' crypto) compiles its C and assembly for the target: it needs musl's gcc wrapper.
+    if ! command -v x86_64-linux-musl-gcc >/dev/null 2>&1; then
+      if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "dist: installing musl-tools (Debian), for ring's C code" >&2
+        apt-get install -y -qq musl-tools >/dev/null 2>&1 \
+          || { apt-get update -qq && apt-get install -y -qq musl-tools >/dev/null; }
+      else
+        echo "dist: x86_64-linux-musl-gcc not found: install musl-tools (Debian/Ubuntu) or musl-gcc" >&2; exit 2
+      fi
+    fi
+    echo "dist: cargo build --profile dist --target $target --bins (LTO: a few minutes)" >&2
+    cargo build --locked --profile dist --target "$target" --bins
+    mkdir -p target/dist
+    bins=(producer consumer mykafkams-demo)
+    for b in "${bins[@]}"; do
+      cp "target/$target/dist/$b" target/dist/
+      if ! ldd "target/dist/$b" 2>&1 | grep -qE 'not a dynamic executable|statically linked'; then
+        echo "dist: target/dist/$b is not static: $(ldd "target/dist/$b" 2>&1 | head -1)" >&2; exit 1
+      fi
+    done
+    (cd target/dist && sha256sum "${bins[@]}" > SHA256SUMS)
+    for b in "${bins[@]}"; do
+      printf 'dist: target/dist/%-15s %5.1f MiB  static (ldd: %s)\n' "$b" \
+        "$(awk -v b="$(stat -c %s "target/dist/$b")" 'BEGIN { print b / 1048576 }')" \
+        "$(ldd "target/dist/$b" 2>&1 | sed 's/^[[:space:]]*//' | head -1)"
+    done
+    echo "dist: checksums in target/dist/SHA256SUMS" >&2
+
+# Static, round trip by host name, a caught handler panic, --version (tests/dist.rs).
+# The musl binaries of `just dist` against the local broker.
+test-dist: kafka dist
+    cargo test --test dist -- --ignored --test-threads 2
+
+# Produce and consume 1,000,000 records, medians of 3, builds taking turns; writes target/bench/dist.json.
+# The musl binaries of `just dist` next to the glibc release build.
+bench-dist: kafka build dist
+    bench/dist.sh
 
 # All tests (unit, property, integration against the real brokers, plain and secure; starts them if none answers).
 test: kafka kafka-secure
