@@ -8,6 +8,14 @@ pub mod offsets;
 pub mod partitioner;
 pub mod pool;
 
+/// The global allocator of static musl builds: dlmalloc (pure Rust), not
+/// musl's malloc, which maps and unmaps every large block and so costs a
+/// page fault per page of every fetch buffer and message batch. Only with
+/// the `musl-dlmalloc` feature (default) on a musl target.
+#[cfg(all(target_env = "musl", feature = "musl-dlmalloc"))]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -146,6 +146,7 @@ fn version_names_the_commit_and_the_musl_target() {
         );
         assert!(text.contains("x86_64-unknown-linux-musl"), "{text}");
         assert!(text.contains("zstd"), "{text}");
+        assert!(text.contains("allocator: dlmalloc"), "{text}");
         let commit = text
             .lines()
             .find_map(|l| l.strip_prefix("commit:"))

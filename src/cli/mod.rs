@@ -11,6 +11,20 @@ use crate::error::{EXIT_OK, Error, Result};
 use crate::metrics::MetricsServer;
 use crate::protocol::Security;
 
+/// The allocator line of [`LONG_VERSION`] (see `ALLOCATOR` in lib.rs).
+#[cfg(all(target_env = "musl", feature = "musl-dlmalloc"))]
+macro_rules! allocator {
+    () => {
+        "dlmalloc (pure Rust; feature musl-dlmalloc)"
+    };
+}
+#[cfg(not(all(target_env = "musl", feature = "musl-dlmalloc")))]
+macro_rules! allocator {
+    () => {
+        "the system's"
+    };
+}
+
 /// What `-V` prints after the binary's name: the crate version and the git
 /// commit it was built from (`unknown` outside a git checkout; see build.rs).
 pub const VERSION: &str = concat!(
@@ -23,7 +37,7 @@ pub const VERSION: &str = concat!(
 /// What `--version` prints after the binary's name: [`VERSION`], then the
 /// target, the codecs and the security mechanisms built in (all of them,
 /// always: every codec and mechanism is pure Rust and there is nothing to
-/// opt into), and the allocator.
+/// opt into), and the global allocator.
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     "\ncommit:    ",
@@ -32,7 +46,8 @@ pub const LONG_VERSION: &str = concat!(
     env!("MYKAFKAMS_TARGET"),
     "\ncodecs:    gzip, snappy, lz4, zstd (produce and fetch)",
     "\nsecurity:  TLS 1.2/1.3 (rustls, ring), SASL PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER",
-    "\nallocator: the system's (glibc malloc, or musl's in a static build)",
+    "\nallocator: ",
+    allocator!(),
 );
 
 /// Sends `tracing` output to stderr; the level comes from `RUST_LOG`
