@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{ChildStderr, Stdio};
+use std::process::{ChildStderr, Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,6 +35,23 @@ fn watch_stderr(stderr: ChildStderr, tool: &str) -> (mpsc::Receiver<String>, Joi
         all
     });
     (rx, log)
+}
+
+/// Starts `cmd` (stdout discarded, stderr watched) and waits for its metrics
+/// address; fails with its log if none comes within 20 s. Returns the
+/// running child (stdin as `cmd` set it), the address and the stderr log.
+fn start_with_metrics(mut cmd: Command, tool: &str) -> (Running, String, JoinHandle<String>) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, log) = watch_stderr(child.stderr.take().unwrap(), tool);
+    let child = Running(child);
+    match addr.recv_timeout(Duration::from_secs(20)) {
+        Ok(addr) => (child, addr, log),
+        Err(_) => fail_with_log(child, log, "no metrics line on stderr"),
+    }
 }
 
 /// One HTTP/1.1 request over a plain TcpStream: (status line, body).
@@ -96,8 +113,8 @@ fn consumer_metrics_count_what_was_produced_and_commit_to_the_end() {
     assert_eq!(ends.len(), 3);
     assert_eq!(ends.iter().map(|(_, o)| *o as usize).sum::<usize>(), n);
 
-    let mut child = consumer()
-        .args([&bootstrap(), &topic, &group])
+    let mut cmd = consumer();
+    cmd.args([&bootstrap(), &topic, &group])
         .args([
             "--metrics-addr",
             "127.0.0.1:0",
@@ -105,17 +122,8 @@ fn consumer_metrics_count_what_was_produced_and_commit_to_the_end() {
             "200ms",
         ])
         .args(["--stats-interval", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (addr, log) = watch_stderr(child.stderr.take().unwrap(), "consumer");
-    let mut child = Running(child);
-    let addr = match addr.recv_timeout(Duration::from_secs(20)) {
-        Ok(a) => a,
-        Err(_) => fail_with_log(child, log, "no metrics line on stderr"),
-    };
+        .stdin(Stdio::null());
+    let (mut child, addr, log) = start_with_metrics(cmd, "consumer");
 
     let committed = |p: i32| {
         format!(
@@ -182,28 +190,19 @@ fn producer_metrics_count_every_line_sent_and_acknowledged() {
     require_broker();
     let topic = unique("metrics-producer");
     let lines = 500;
-    let mut child = producer()
-        .args([
-            &bootstrap(),
-            &topic,
-            "k",
-            "--create-topic",
-            "--partitions",
-            "2",
-        ])
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (addr, log) = watch_stderr(child.stderr.take().unwrap(), "producer");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut child = Running(child);
-    let addr = match addr.recv_timeout(Duration::from_secs(20)) {
-        Ok(a) => a,
-        Err(_) => fail_with_log(child, log, "no metrics line on stderr"),
-    };
+    let mut cmd = producer();
+    cmd.args([
+        &bootstrap(),
+        &topic,
+        "k",
+        "--create-topic",
+        "--partitions",
+        "2",
+    ])
+    .args(["--metrics-addr", "127.0.0.1:0"])
+    .stdin(Stdio::piped());
+    let (mut child, addr, log) = start_with_metrics(cmd, "producer");
+    let mut stdin = child.0.stdin.take().unwrap();
     let input: String = (0..lines).map(|i| format!("line {i}\n")).collect();
     stdin.write_all(input.as_bytes()).unwrap();
     stdin.flush().unwrap();
