@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mykafkams::Message;
 use mykafkams::offsets::{Completion, OffsetTracker, finish_batch};
 use mykafkams::pool::{Ordering, Pool, PoolConfig, Scheduler};
+use mykafkams::{Headers, Message};
 
 const MESSAGES: usize = 2_000_000;
 const KEYS: usize = 1_000;
@@ -56,7 +56,7 @@ impl Source {
             key: Some(self.keys[i % KEYS].clone()),
             value: Some(self.value.clone()),
             timestamp_ms: 0,
-            headers: Vec::new(),
+            headers: Headers::new(),
         }
     }
 }

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mykafkams::Message;
 use mykafkams::handlers::Format;
 use mykafkams::handlers::print::{render, render_into};
+use mykafkams::{Headers, Message};
 
 const MESSAGES: usize = 1_000_000;
 const KEYS: usize = 1_000;
@@ -31,7 +31,7 @@ fn messages() -> Vec<Message> {
             key: Some(Bytes::from(format!("account-{:05}", i % KEYS))),
             value: Some(value.clone()),
             timestamp_ms: 1_700_000_000_000 + i as i64,
-            headers: Vec::new(),
+            headers: Headers::new(),
         })
         .collect()
 }

@@ -2,7 +2,7 @@
 
 pub mod message;
 
-pub use message::Message;
+pub use message::{Headers, Message};
 
 pub mod offsets;
 pub mod partitioner;

@@ -565,7 +565,7 @@ mod tests {
             key: None,
             value: None,
             timestamp_ms: 0,
-            headers: Vec::new(),
+            headers: crate::Headers::new(),
         };
         assert!(timed.handle(&msg).is_ok());
         msg.offset = 1;

@@ -10,13 +10,13 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mykafkams::Message;
 use mykafkams::offsets::OffsetTracker;
 use mykafkams::partitioner::partition_for_key;
 use mykafkams::pool::routing::lane_for_key;
 use mykafkams::pool::{
     FailurePolicy, HandlerError, Ordering, Pool, PoolConfig, Scheduler, ShutdownReport, SubmitError,
 };
+use mykafkams::{Headers, Message};
 use parking_lot::Mutex;
 use proptest::prelude::*;
 
@@ -114,7 +114,7 @@ impl World {
                 key: s.key.map(|k| Bytes::from(format!("key-{k}"))),
                 value: Some(Bytes::from_static(b"v")),
                 timestamp_ms: 0,
-                headers: Vec::new(),
+                headers: Headers::new(),
             });
         }
         let n = msgs.len();
@@ -833,7 +833,7 @@ fn dummy(topic: &Arc<str>) -> Message {
         key: None,
         value: None,
         timestamp_ms: 0,
-        headers: Vec::new(),
+        headers: Headers::new(),
     }
 }
 
@@ -894,7 +894,7 @@ proptest! {
                 key: Some(Bytes::from(k.clone())),
                 value: None,
                 timestamp_ms: 0,
-                headers: Vec::new(),
+                headers: Headers::new(),
             }).unwrap();
         }
         let report = pool.drain(DRAIN);

@@ -97,6 +97,7 @@ fn key_env(key: Option<&[u8]>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Headers;
     use bytes::Bytes;
     use std::sync::Arc;
 
@@ -108,7 +109,7 @@ mod tests {
             key: Some(Bytes::from_static(b"acct-1")),
             value: Some(Bytes::from_static(b"payload")),
             timestamp_ms: 0,
-            headers: vec![],
+            headers: Headers::new(),
         }
     }
 

@@ -199,7 +199,7 @@ mod tests {
             key: key.map(Bytes::copy_from_slice),
             value: value.map(Bytes::copy_from_slice),
             timestamp_ms: 1_700_000_000_000,
-            headers: vec![("h".into(), Bytes::from_static(b"v"))],
+            headers: vec![("h".into(), Bytes::from_static(b"v"))].into(),
         }
     }
 

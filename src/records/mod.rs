@@ -27,7 +27,7 @@ use bytes::Bytes;
 use kafka_protocol::compression::{self as codec, Decompressor};
 use kafka_protocol::records::{BatchDecodeInfo, Compression, RecordBatchDecoder};
 
-use crate::message::Message;
+use crate::message::{Headers, Message};
 
 pub mod encode;
 
@@ -203,7 +203,7 @@ struct RawRecord {
     timestamp_ms: i64,
     key: Option<Bytes>,
     value: Option<Bytes>,
-    headers: Vec<(String, Bytes)>,
+    headers: Headers,
 }
 
 /// Decompresses the batch body and parses its records, handing each to
@@ -364,7 +364,7 @@ fn parse_record(body: &Bytes, at: &mut usize, info: &BatchDecodeInfo) -> Result<
         timestamp_ms: info.min_timestamp.saturating_add(timestamp_delta),
         key,
         value,
-        headers,
+        headers: headers.into(),
     })
 }
 
