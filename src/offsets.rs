@@ -235,7 +235,6 @@ impl PartitionOffsets {
         Ok(Completion {
             part: Arc::clone(self),
             seq,
-            offset,
         })
     }
 
@@ -294,6 +293,12 @@ impl PartitionOffsets {
     }
 
     /// Marks one slot finished. Caller holds the lock.
+    /// The offset of the unfinished slot `seq` (its slot stays until it is
+    /// finished). Caller holds the lock.
+    fn offset_locked(&self, s: &State, seq: u64) -> i64 {
+        s.slots[(seq - s.base_seq) as usize].offset
+    }
+
     fn finish_locked(&self, s: &mut State, seq: u64) {
         let idx = (seq - s.base_seq) as usize;
         let slot = &mut s.slots[idx];
@@ -355,23 +360,29 @@ impl Dispatcher<'_> {
 #[must_use = "an unfinished completion holds the partition's committable offset back"]
 pub struct Completion {
     part: Arc<PartitionOffsets>,
+    // The offset is not kept here: it is in the partition's slot, and two
+    // words (not three) keep a pool job within an inline move.
     seq: u64,
-    offset: i64,
 }
 
 impl fmt::Debug for Completion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Completion")
-            .field("tp", &self.part.tp)
-            .field("offset", &self.offset)
-            .finish()
+        let mut d = f.debug_struct("Completion");
+        d.field("tp", &self.part.tp);
+        // Never block (or deadlock) a debug print on the partition's lock.
+        match self.part.state.try_lock() {
+            Some(s) => d.field("offset", &self.part.offset_locked(&s, self.seq)),
+            None => d.field("seq", &self.seq),
+        };
+        d.finish()
     }
 }
 
 impl Completion {
-    /// The offset this token stands for.
+    /// The offset this token stands for. Takes the partition's lock.
     pub fn offset(&self) -> i64 {
-        self.offset
+        let s = self.part.state.lock();
+        self.part.offset_locked(&s, self.seq)
     }
 
     /// The partition this token belongs to.
