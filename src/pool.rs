@@ -340,15 +340,19 @@ enum Engine {
 enum Staged {
     /// Per lane, in submission order.
     Lanes(Vec<Vec<Job>>),
-    /// With their queue, in submission order.
-    Keys(Vec<(Option<u64>, Job)>),
+    /// In submission order, with each job's queue at the same index (two
+    /// vectors, not one of pairs: a pair would be too large to move inline).
+    Keys(Vec<Option<u64>>, Vec<Job>),
 }
 
 impl Staged {
     fn new(engine: &Engine) -> Self {
         match engine {
             Engine::Lanes(l) => Staged::Lanes((0..l.len()).map(|_| Vec::new()).collect()),
-            Engine::Keys(_) => Staged::Keys(Vec::with_capacity(SUBMIT_CHUNK)),
+            Engine::Keys(_) => Staged::Keys(
+                Vec::with_capacity(SUBMIT_CHUNK),
+                Vec::with_capacity(SUBMIT_CHUNK),
+            ),
         }
     }
 
@@ -356,7 +360,10 @@ impl Staged {
     fn push(&mut self, engine: &Engine, job: Job) {
         match (self, engine) {
             (Staged::Lanes(per_lane), Engine::Lanes(l)) => per_lane[l.lane_of(&job.msg)].push(job),
-            (Staged::Keys(v), Engine::Keys(k)) => v.push((k.queue_of(&job.msg), job)),
+            (Staged::Keys(ids, jobs), Engine::Keys(k)) => {
+                ids.push(k.queue_of(&job.msg));
+                jobs.push(job);
+            }
             _ => unreachable!("staged for another scheduler"),
         }
     }
@@ -368,7 +375,10 @@ impl Staged {
                 let hint = n / lanes + n / (2 * lanes) + 4;
                 per_lane.iter_mut().for_each(|v| v.reserve(hint));
             }
-            Staged::Keys(v) => v.reserve(n),
+            Staged::Keys(ids, jobs) => {
+                ids.reserve(n);
+                jobs.reserve(n);
+            }
         }
     }
 
@@ -380,9 +390,10 @@ impl Staged {
                 sh.abandon(v.len());
                 v.clear();
             }),
-            Staged::Keys(v) => {
-                sh.abandon(v.len());
-                v.clear();
+            Staged::Keys(ids, jobs) => {
+                sh.abandon(jobs.len());
+                ids.clear();
+                jobs.clear();
             }
         }
     }
@@ -546,7 +557,7 @@ impl Pool {
                 let lane = l.lane_of(&job.msg);
                 l.send_blocking(&self.shared, lane, LaneMsg::Job(job))?;
             }
-            Engine::Keys(k) => k.enqueue([(k.queue_of(&job.msg), job)]),
+            Engine::Keys(k) => k.enqueue_one(job),
         }
         permit.units = 0;
         Ok(())
@@ -576,7 +587,7 @@ impl Pool {
                 let lane = l.lane_of(&job.msg);
                 l.send_async(&self.shared, lane, LaneMsg::Job(job)).await?;
             }
-            Engine::Keys(k) => k.enqueue([(k.queue_of(&job.msg), job)]),
+            Engine::Keys(k) => k.enqueue_one(job),
         }
         permit.units = 0;
         Ok(())
@@ -640,9 +651,9 @@ impl Pool {
                         }
                     }
                 }
-                (Engine::Keys(k), Staged::Keys(jobs)) => {
+                (Engine::Keys(k), Staged::Keys(ids, jobs)) => {
                     permit.units -= jobs.len();
-                    k.enqueue(jobs.drain(..));
+                    k.enqueue(ids, jobs);
                 }
                 _ => unreachable!("staged for another scheduler"),
             }
@@ -702,9 +713,9 @@ impl Pool {
                         }
                     }
                 }
-                (Engine::Keys(k), Staged::Keys(jobs)) => {
+                (Engine::Keys(k), Staged::Keys(ids, jobs)) => {
                     permit.units -= jobs.len();
-                    k.enqueue(jobs.drain(..));
+                    k.enqueue(ids, jobs);
                 }
                 _ => unreachable!("staged for another scheduler"),
             }

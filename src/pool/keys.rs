@@ -254,15 +254,31 @@ impl Keys {
         queue_id(self.ordering, msg)
     }
 
-    /// Queues jobs (in order) under one lock and wakes as many idle workers
-    /// as the new work needs.
-    pub(crate) fn enqueue(&self, jobs: impl IntoIterator<Item = (Option<QueueId>, Job)>) {
+    /// Queues one job (a single `submit`).
+    pub(crate) fn enqueue_one(&self, job: Job) {
+        let id = self.queue_of(&job.msg);
+        let target = self.claim_target();
+        let mut s = self.state.lock();
+        let claimable = s.push(id, job);
+        self.wake(s, claimable, target);
+    }
+
+    /// Queues `jobs` (in order; `ids[i]` is the queue of `jobs[i]`) under
+    /// one lock and empties both vectors (keeping their allocations).
+    pub(crate) fn enqueue(&self, ids: &mut Vec<Option<QueueId>>, jobs: &mut Vec<Job>) {
+        debug_assert_eq!(ids.len(), jobs.len());
         let target = self.claim_target();
         let mut s = self.state.lock();
         let mut claimable = 0;
-        for (id, job) in jobs {
+        for (id, job) in ids.drain(..).zip(jobs.drain(..)) {
             claimable += s.push(id, job);
         }
+        self.wake(s, claimable, target);
+    }
+
+    /// Releases the lock and wakes as many idle workers as `claimable` new
+    /// messages need (one per `target` of them).
+    fn wake(&self, s: parking_lot::MutexGuard<'_, Sched>, claimable: usize, target: usize) {
         let wake = claimable.div_ceil(target).min(s.idle);
         drop(s);
         for _ in 0..wake {
