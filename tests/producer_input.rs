@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::sequences::{Ack, read_log, read_report};
+use common::sequences::{Ack, Tally, keyed_input, read_log, read_report};
 use common::{kafka_tool, producer, require_broker, run_with_input, unique};
 
 fn scratch(name: &str) -> PathBuf {
@@ -195,5 +195,36 @@ fn input_cut_off_mid_line_sends_the_partial_line_once() {
         .map(|r| r.value)
         .collect();
     assert_eq!(log, ["a", "b", "partial"]);
+    let _ = std::fs::remove_file(report);
+}
+
+#[test]
+fn a_full_buffer_makes_input_wait_and_loses_or_renumbers_nothing() {
+    // A 4 KiB buffer holds about 100 of these records: the input loop's
+    // no-wait path fails over and over and the waiting path takes over. Each
+    // record must still be sent once, numbered once, and keep its key's order.
+    let addr = require_broker();
+    let topic = unique("full-buffer");
+    create_topic(&addr, &topic, &[]);
+    let report = scratch(&format!("{topic}.report"));
+    let (lines, keys) = (20_000, 16);
+    let mut cmd = producer();
+    cmd.args([
+        "--buffer-memory",
+        "4096",
+        "--key-separator",
+        "|",
+        "--report",
+    ])
+    .arg(&report)
+    .args([&addr, &topic]);
+    let out = run_with_input(cmd, keyed_input(0..lines, keys).as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut numbers: Vec<usize> = read_report(&report).iter().map(|(n, _)| *n).collect();
+    numbers.sort();
+    assert_eq!(numbers, (1..=lines).collect::<Vec<_>>(), "report numbers");
+    let log = read_log(&addr, &topic);
+    let tally = Tally::of(log.iter().map(|r| r.value.as_str()), lines, keys);
+    assert!(tally.exactly_once_in_order(), "{tally:?}");
     let _ = std::fs::remove_file(report);
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use memchr::memmem::Finder;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::cluster::{self, ClusterConfig};
@@ -272,6 +273,11 @@ async fn feed(
     separator: Option<&str>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    // Built once: a searcher per line cost a 256-byte table copy each.
+    let finder = separator
+        .filter(|s| !s.is_empty())
+        .map(|s| Finder::new(s.as_bytes()));
+    let separator = finder.as_ref();
     let mut buf = vec![0u8; READ_BLOCK];
     let mut end = 0;
     let mut line_no = 0u64;
@@ -285,7 +291,11 @@ async fn feed(
         while let Some(nl) = memchr::memchr(b'\n', &buf[start..end]) {
             line_no += 1;
             let line = &buf[start..start + nl + 1];
-            send_line(producer, line, line_no, now, default_key, separator).await?;
+            let (key, value) = line_parts(line, line_no, default_key, separator)?;
+            // Await (and so build a future) only when the buffer is full.
+            if !producer.try_send_at(key, value, now)? {
+                producer.send_at(key, value, now).await?;
+            }
             start += nl + 1;
         }
         buf.copy_within(start..end, 0);
@@ -335,34 +345,44 @@ async fn feed(
 /// Sends one input line (its newline, and a CR before it, removed).
 async fn send_line(
     producer: &Producer,
-    mut line: &[u8],
+    line: &[u8],
     line_no: u64,
     timestamp_ms: i64,
     default_key: Option<&str>,
-    separator: Option<&str>,
+    separator: Option<&Finder<'_>>,
 ) -> Result<()> {
+    let (key, value) = line_parts(line, line_no, default_key, separator)?;
+    producer.send_at(key, value, timestamp_ms).await
+}
+
+/// The key and value of input line `line_no` (its newline, and a CR before
+/// it, removed), or the usage error of a line without key.
+fn line_parts<'a>(
+    mut line: &'a [u8],
+    line_no: u64,
+    default_key: Option<&'a str>,
+    separator: Option<&Finder<'_>>,
+) -> Result<(Option<&'a [u8]>, &'a [u8])> {
     if let Some(l) = line.strip_suffix(b"\n") {
         line = l.strip_suffix(b"\r").unwrap_or(l);
     }
-    let (key, value) = split_line(line, default_key, separator).ok_or_else(|| {
+    split_line(line, default_key, separator).ok_or_else(|| {
         Error::Usage(format!(
             "line {line_no} has no key separator and no default KEY was given"
         ))
-    })?;
-    producer.send_at(key, value, timestamp_ms).await
+    })
 }
 
 /// Splits a line into key and value per --key-separator (first occurrence).
 fn split_line<'a>(
     line: &'a [u8],
     default_key: Option<&'a str>,
-    sep: Option<&str>,
+    sep: Option<&Finder<'_>>,
 ) -> Option<(Option<&'a [u8]>, &'a [u8])> {
-    if let Some(sep) = sep.filter(|s| !s.is_empty()) {
-        let sep = sep.as_bytes();
-        if let Some(i) = memchr::memmem::find(line, sep) {
-            return Some((Some(&line[..i]), &line[i + sep.len()..]));
-        }
+    if let Some(sep) = sep
+        && let Some(i) = sep.find(line)
+    {
+        return Some((Some(&line[..i]), &line[i + sep.needle().len()..]));
     }
     default_key.map(|k| (Some(k.as_bytes()), line))
 }
@@ -386,15 +406,22 @@ mod tests {
 
     #[test]
     fn lines_split_on_the_first_separator_or_use_the_default_key() {
+        let bar = Finder::new("|");
+        let bar = Some(&bar);
         assert_eq!(
-            split_line(b"acct-1|a|b", None, Some("|")),
+            split_line(b"acct-1|a|b", None, bar),
             Some((Some(&b"acct-1"[..]), &b"a|b"[..]))
         );
         assert_eq!(
-            split_line(b"plain", Some("k"), Some("|")),
+            split_line(b"plain", Some("k"), bar),
             Some((Some(&b"k"[..]), &b"plain"[..]))
         );
-        assert_eq!(split_line(b"plain", None, Some("|")), None);
+        assert_eq!(split_line(b"plain", None, bar), None);
+        let arrow = Finder::new("=>");
+        assert_eq!(
+            split_line(b"k=>v=>w", None, Some(&arrow)),
+            Some((Some(&b"k"[..]), &b"v=>w"[..]))
+        );
         assert_eq!(
             split_line(b"x|y", Some("k"), None),
             Some((Some(&b"k"[..]), &b"x|y"[..]))

@@ -217,11 +217,10 @@ impl Budget {
     /// whole budget still goes through when nothing else is buffered.
     pub async fn acquire(&self, n: usize, shared: &Shared) {
         loop {
-            let used = self.used.load(Ordering::Acquire);
-            if used == 0 || used + n <= self.limit {
-                self.used.fetch_add(n, Ordering::AcqRel);
+            if self.try_acquire(n) {
                 return;
             }
+            let used = self.used.load(Ordering::Acquire);
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
@@ -234,6 +233,16 @@ impl Budget {
             shared.wake.notify_one();
             freed.await;
         }
+    }
+
+    /// Takes `n` bytes if they fit now (the rule of [`acquire`](Self::acquire)).
+    pub fn try_acquire(&self, n: usize) -> bool {
+        let used = self.used.load(Ordering::Acquire);
+        let fits = used == 0 || used + n <= self.limit;
+        if fits {
+            self.used.fetch_add(n, Ordering::AcqRel);
+        }
+        fits
     }
 
     /// Gives back `n` bytes.

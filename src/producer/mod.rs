@@ -420,25 +420,60 @@ impl Producer {
     /// Queues one record with create time `timestamp_ms` (milliseconds since
     /// the Unix epoch), encoded into its partition's open batch; waits while
     /// the buffer budget is spent. Records are numbered from 1 in the order
-    /// of `send` calls (the numbers of the report file). A caller sending
+    /// they are queued (the numbers of the report file; for one sender, the
+    /// order of its calls). A caller sending
     /// many records at once can read the clock once for all of them.
     ///
     /// Fails, without queuing the record, when it is larger than the topic
     /// takes, or when its partition stopped after a failed batch (nothing
     /// later is sent to it, so its order is never broken).
     pub async fn send_at(&self, key: Option<&[u8]>, value: &[u8], timestamp_ms: i64) -> Result<()> {
-        let number = self.shared.counters.sent.fetch_add(1, Ordering::Relaxed) + 1;
+        let size = self.admit(key, value)?;
+        self.shared.budget.acquire(size, &self.shared).await;
+        self.append(key, value, timestamp_ms, size)
+    }
+
+    /// [`send_at`](Self::send_at) when the buffer has room now: queues the
+    /// record and returns `Ok(true)` without waiting, or returns `Ok(false)`
+    /// having done nothing (not even numbered the record) when `send_at`
+    /// would wait. A plain function, so a caller sending many records (the
+    /// CLI's input loop) creates a `send_at` future, and moves it, only when
+    /// the buffer is full; fails like `send_at`.
+    pub fn try_send_at(&self, key: Option<&[u8]>, value: &[u8], timestamp_ms: i64) -> Result<bool> {
+        let size = self.admit(key, value)?;
+        if !self.shared.budget.try_acquire(size) {
+            return Ok(false);
+        }
+        self.append(key, value, timestamp_ms, size).map(|()| true)
+    }
+
+    /// The record's encoded size, or (numbering it, and counting it failed)
+    /// the error when it is larger than the topic takes.
+    fn admit(&self, key: Option<&[u8]>, value: &[u8]) -> Result<usize> {
         let size = crate::records::encode::BatchBuilder::record_size(key, value, &self.headers);
         if let Some((max, limit)) = self.max_record
             && size > max
         {
+            let number = self.shared.counters.sent.fetch_add(1, Ordering::Relaxed) + 1;
             let err = format!(
                 "record {number} is {size} bytes encoded, over the topic's max.message.bytes ({limit}): not sent; raise the topic's max.message.bytes or send smaller records"
             );
             self.fail_record(number, &err);
             return Err(Error::FailedMessages(err));
         }
-        self.shared.budget.acquire(size, &self.shared).await;
+        Ok(size)
+    }
+
+    /// Numbers the record and appends it to its partition's open batch;
+    /// `size` bytes of the budget are already taken.
+    fn append(
+        &self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp_ms: i64,
+        size: usize,
+    ) -> Result<()> {
+        let number = self.shared.counters.sent.fetch_add(1, Ordering::Relaxed) + 1;
         let p = self.partition_of(key);
         let outcome = self.shared.accumulator.lock().append(
             p as usize,
