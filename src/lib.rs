@@ -20,6 +20,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod consumer;
+mod copy;
 pub mod demo;
 pub mod dlq;
 pub mod error;

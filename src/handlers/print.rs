@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::Mutex;
 
 use super::json::{json_len_hint, write_i64, write_json};
+use crate::copy::put_short;
 use crate::message::Message;
 use crate::pool::{Handler, HandlerError};
 
@@ -169,16 +170,16 @@ pub fn render(format: Format, msg: &Message) -> Vec<u8> {
 pub fn render_into(format: Format, msg: &Message, out: &mut Vec<u8>) {
     match format {
         Format::Value => {
-            out.extend_from_slice(msg.value.as_deref().unwrap_or_default());
+            put_short(out, msg.value.as_deref().unwrap_or_default());
         }
         Format::Text => {
             write_i64(i64::from(msg.partition), out);
             out.push(b'\t');
             write_i64(msg.offset, out);
             out.push(b'\t');
-            out.extend_from_slice(msg.key.as_deref().unwrap_or_default());
+            put_short(out, msg.key.as_deref().unwrap_or_default());
             out.push(b'\t');
-            out.extend_from_slice(msg.value.as_deref().unwrap_or_default());
+            put_short(out, msg.value.as_deref().unwrap_or_default());
         }
         Format::Json => write_json(msg, out),
     }

@@ -21,6 +21,7 @@ use std::io::Write;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::BATCH_HEADER;
+use crate::copy::put_short;
 use crate::producer::Compression;
 
 /// Bytes a batch takes besides its records: a topic's `max.message.bytes`
@@ -104,12 +105,12 @@ impl BatchBuilder {
         match key {
             Some(k) => {
                 put_varint(buf, k.len() as i64);
-                buf.put_slice(k);
+                put_short(buf, k);
             }
             None => put_varint(buf, -1),
         }
         put_varint(buf, value.len() as i64);
-        buf.put_slice(value);
+        put_short(buf, value);
         put_varint(buf, headers.len() as i64);
         for (k, v) in headers {
             put_varint(buf, k.len() as i64);
