@@ -141,8 +141,12 @@ impl<H: Handler> Timed<H> {
 
 impl<H: Handler> Handler for Timed<H> {
     fn handle(&self, msg: &Message) -> Result<(), HandlerError> {
+        self.handle_attempt(msg, 1)
+    }
+
+    fn handle_attempt(&self, msg: &Message, attempt: u32) -> Result<(), HandlerError> {
         let started = Instant::now();
-        let result = self.inner.handle(msg);
+        let result = self.inner.handle_attempt(msg, attempt);
         self.latency.observe_since(started);
         result
     }

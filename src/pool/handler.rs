@@ -17,6 +17,15 @@ pub trait Handler: Send + Sync + 'static {
     /// redelivery: delivery is at-least-once.
     fn handle(&self, msg: &Message) -> Result<(), HandlerError>;
 
+    /// [`handle`](Self::handle), told which attempt this is (1 for the
+    /// first, 2 for the first retry, ...): for handlers that pass it on
+    /// (`--handler pipe` does). The pool calls this one; the default calls
+    /// `handle`.
+    fn handle_attempt(&self, msg: &Message, attempt: u32) -> Result<(), HandlerError> {
+        let _ = attempt;
+        self.handle(msg)
+    }
+
     /// Makes the effect of every `handle` call this thread made since its
     /// last `flush` durable (written out), for handlers that buffer output
     /// (the print handler writes in blocks).
@@ -48,14 +57,31 @@ where
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandlerError {
     message: String,
+    permanent: bool,
 }
 
 impl HandlerError {
-    /// An error with the given reason.
+    /// An error with the given reason: retried with backoff, then the
+    /// failure policy.
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            permanent: false,
         }
+    }
+
+    /// An error that retrying cannot mend (the handler knows the message is
+    /// bad): no retries, straight to the failure policy.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+
+    /// Whether this error skips the retries ([`permanent`](Self::permanent)).
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
     }
 
     /// The reason text.
@@ -87,7 +113,7 @@ impl std::error::Error for HandlerError {}
 
 impl From<String> for HandlerError {
     fn from(message: String) -> Self {
-        Self { message }
+        Self::new(message)
     }
 }
 

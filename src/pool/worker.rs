@@ -310,7 +310,9 @@ impl<'a> Worker<'a> {
         let shared = self.shared;
         let mut attempt = 0u32;
         let error = loop {
-            let outcome = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&job.msg)));
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                shared.handler.handle_attempt(&job.msg, attempt + 1)
+            }));
             let error = match outcome {
                 Ok(Ok(())) => {
                     self.handled.push(job);
@@ -319,7 +321,7 @@ impl<'a> Worker<'a> {
                 Ok(Err(e)) => e,
                 Err(payload) => HandlerError::from_panic(payload),
             };
-            if attempt >= shared.retries {
+            if attempt >= shared.retries || error.is_permanent() {
                 break error;
             }
             attempt += 1;
