@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::fetcher::{self as fetch, FetchConfig, Reset};
 use crate::group::GroupProtocol;
 use crate::group::assignor::Assignor;
-use crate::handlers::{ExecHandler, Format, PrintHandler};
+use crate::handlers::{ExecHandler, Format, PipeConfig, PipeHandler, PrintHandler};
 use crate::pool::{FailurePolicy, Ordering, Scheduler};
 
 /// A preference list of assignors (an alias, so clap takes it as one value).
@@ -83,7 +83,8 @@ pub struct ConsumerArgs {
     /// Where to start without a committed offset (or when it is out of range): earliest or latest.
     #[arg(long, default_value = "earliest", env = "KAFKA_RESET", value_parser = parse_reset)]
     reset: Reset,
-    /// Worker threads. Default: CPUs x 4.
+    /// Worker threads. Default: CPUs x 4 (with --handler pipe:
+    /// --pipe-processes x --pipe-inflight).
     #[arg(long, env = "KAFKA_WORKERS")]
     workers: Option<usize>,
     /// How messages reach the workers: lanes (a key always on the same
@@ -117,9 +118,22 @@ pub struct ConsumerArgs {
     /// Longest a graceful stop waits for in-flight messages.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,
-    /// What to do with each message: print, or exec (runs the command after `--`).
-    #[arg(long, default_value = "print", value_parser = ["print", "exec"])]
+    /// What to do with each message: print; exec (runs the command after
+    /// `--` per message); pipe (long-lived processes of the command after
+    /// `--`, one JSON line per message each way: see the README).
+    #[arg(long, default_value = "print", value_parser = ["print", "exec", "pipe"])]
     handler: String,
+    /// --handler pipe: processes to keep running.
+    #[arg(long, default_value_t = 1, env = "KAFKA_PIPE_PROCESSES")]
+    pipe_processes: usize,
+    /// --handler pipe: messages outstanding per process at most (always of
+    /// distinct keys).
+    #[arg(long, default_value_t = 16, env = "KAFKA_PIPE_INFLIGHT")]
+    pipe_inflight: usize,
+    /// --handler pipe: a message unanswered this long fails (retried, then
+    /// --on-failure) and its process is replaced.
+    #[arg(long, default_value = "30s", env = "KAFKA_HANDLER_TIMEOUT", value_parser = parse_duration)]
+    handler_timeout: Duration,
     /// Output of --handler print: value, text (partition, offset, key, value), json.
     #[arg(long, default_value = "value", env = "KAFKA_FORMAT")]
     format: Format,
@@ -149,7 +163,7 @@ pub struct ConsumerArgs {
     security: SecurityArgs,
     #[command(flatten)]
     properties: PropertyArgs,
-    /// The command for --handler exec.
+    /// The command for --handler exec or pipe.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
 }
@@ -342,6 +356,8 @@ fn config(args: &ConsumerArgs, command_line: &CommandLine) -> Result<ConsumerCon
     cfg.reset = args.reset;
     if let Some(w) = args.workers {
         cfg.workers = w;
+    } else if args.handler == "pipe" {
+        cfg.workers = args.pipe_processes.max(1) * args.pipe_inflight.max(1);
     }
     cfg.ordering = args.ordering;
     cfg.scheduler = args.scheduler;
@@ -402,19 +418,29 @@ pub async fn main(args: ConsumerArgs, command_line: CommandLine) -> Result<()> {
     if endpoint.is_some() {
         cfg.metrics = Some(metrics);
     }
-    let exec = match (args.handler.as_str(), args.command.is_empty()) {
-        ("exec", true) => {
-            return Err(Error::Usage(
-                "--handler exec needs a command after `--`, e.g. -- sh -c 'cat'".into(),
-            ));
+    let handler = match (args.handler.as_str(), args.command.is_empty()) {
+        ("exec" | "pipe", true) => {
+            return Err(Error::Usage(format!(
+                "--handler {} needs a command after `--`, e.g. -- python3 handler.py",
+                args.handler
+            )));
         }
-        ("exec", false) => ExecHandler::new(&args.command),
+        ("exec", false) => Chosen::Exec(ExecHandler::new(&args.command).expect("non-empty")),
+        ("pipe", false) => Chosen::Pipe(
+            PipeHandler::start(PipeConfig {
+                command: args.command.clone(),
+                processes: args.pipe_processes,
+                inflight: args.pipe_inflight,
+                timeout: args.handler_timeout,
+            })
+            .map_err(Error::Usage)?,
+        ),
         (_, false) => {
             return Err(Error::Usage(
-                "a command after `--` needs --handler exec".into(),
+                "a command after `--` needs --handler exec or --handler pipe".into(),
             ));
         }
-        _ => None,
+        _ => Chosen::Print(PrintHandler::stdout(args.format)),
     };
     let on_failure = match args.on_failure.as_str() {
         "stop" => FailurePolicy::Stop,
@@ -438,12 +464,20 @@ pub async fn main(args: ConsumerArgs, command_line: CommandLine) -> Result<()> {
             signal_tx.send_modify(|n| *n += 1);
         }
     });
-    let summary = match exec {
-        Some(h) => consumer::run(cfg, h, on_failure, signals).await?,
-        None => consumer::run(cfg, PrintHandler::stdout(args.format), on_failure, signals).await?,
+    let summary = match handler {
+        Chosen::Print(h) => consumer::run(cfg, h, on_failure, signals).await?,
+        Chosen::Exec(h) => consumer::run(cfg, h, on_failure, signals).await?,
+        Chosen::Pipe(h) => consumer::run(cfg, h, on_failure, signals).await?,
     };
     eprintln!("{}", summary.line());
     summary.into_result()
+}
+
+/// The handler `--handler` picked.
+enum Chosen {
+    Print(PrintHandler<std::io::Stdout>),
+    Exec(ExecHandler),
+    Pipe(PipeHandler),
 }
 
 #[cfg(test)]

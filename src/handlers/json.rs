@@ -38,6 +38,61 @@ pub(crate) fn write_json(msg: &Message, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// Appends `msg` as one line of the `--handler pipe` protocol (newline
+/// included): `id`, `topic`, `partition`, `offset`, `key`, `value`,
+/// `headers` (an object; the last of equal names wins), `timestamp_ms`,
+/// `attempt`. Key, value and header values are JSON strings when all of them
+/// are UTF-8 (absent ones `null`); otherwise every one of them is base64 and
+/// the object ends with `"encoding":"base64"`.
+pub(crate) fn write_pipe_request(msg: &Message, id: u64, attempt: u32, out: &mut Vec<u8>) {
+    out.reserve(json_len_hint(msg) + 32);
+    let text = [msg.key.as_deref(), msg.value.as_deref()]
+        .into_iter()
+        .flatten()
+        .chain(msg.headers.iter().map(|(_, v)| &v[..]))
+        .all(is_utf8);
+    let bytes = |b: Option<&[u8]>, out: &mut Vec<u8>| match b {
+        None => out.extend_from_slice(b"null"),
+        Some(b) if text => write_escaped(b, clean_ascii_prefix(b), out),
+        Some(b) => write_base64_str(b, out),
+    };
+    out.extend_from_slice(b"{\"id\":");
+    out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+    out.extend_from_slice(b",\"topic\":");
+    write_str(&msg.topic, out);
+    out.extend_from_slice(b",\"partition\":");
+    write_i64(i64::from(msg.partition), out);
+    out.extend_from_slice(b",\"offset\":");
+    write_i64(msg.offset, out);
+    out.extend_from_slice(b",\"key\":");
+    bytes(msg.key.as_deref(), out);
+    out.extend_from_slice(b",\"value\":");
+    bytes(msg.value.as_deref(), out);
+    out.extend_from_slice(b",\"headers\":{");
+    for (i, (name, value)) in msg.headers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(name, out);
+        out.push(b':');
+        bytes(Some(value), out);
+    }
+    out.extend_from_slice(b"},\"timestamp_ms\":");
+    write_i64(msg.timestamp_ms, out);
+    out.extend_from_slice(b",\"attempt\":");
+    write_i64(i64::from(attempt), out);
+    if !text {
+        out.extend_from_slice(b",\"encoding\":\"base64\"");
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+/// Whether `b` is UTF-8 (the clean ASCII prefix first: usually all of it).
+fn is_utf8(b: &[u8]) -> bool {
+    let clean = clean_ascii_prefix(b);
+    clean == b.len() || std::str::from_utf8(&b[clean..]).is_ok()
+}
+
 /// What `write_json` writes for `msg` when nothing needs escaping or base64
 /// (and a little more): the capacity that spares a line buffer a regrowth.
 pub(crate) fn json_len_hint(msg: &Message) -> usize {
@@ -130,9 +185,16 @@ fn write_bytes(b: Option<&[u8]>, out: &mut Vec<u8>) {
     }
 }
 
-/// `{"base64":"..."}`, encoded in place (the alphabet needs no escaping).
+/// `{"base64":"..."}`.
 fn write_base64(b: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"base64\":\"");
+    out.extend_from_slice(b"{\"base64\":");
+    write_base64_str(b, out);
+    out.push(b'}');
+}
+
+/// `"..."`: `b` in base64, encoded in place (the alphabet needs no escaping).
+fn write_base64_str(b: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
     let at = out.len();
     let len = base64::encoded_len(b.len(), true).expect("a payload in memory has a base64 length");
     out.resize(at + len, 0);
@@ -140,7 +202,7 @@ fn write_base64(b: &[u8], out: &mut Vec<u8>) {
         .encode_slice(b, &mut out[at..])
         .expect("the buffer was sized by encoded_len");
     out.truncate(at + written);
-    out.extend_from_slice(b"\"}");
+    out.push(b'"');
 }
 
 /// `s` as a quoted, escaped JSON string.
