@@ -292,13 +292,13 @@ impl PartitionOffsets {
         s.unfinished == 0
     }
 
-    /// Marks one slot finished. Caller holds the lock.
     /// The offset of the unfinished slot `seq` (its slot stays until it is
     /// finished). Caller holds the lock.
     fn offset_locked(&self, s: &State, seq: u64) -> i64 {
         s.slots[(seq - s.base_seq) as usize].offset
     }
 
+    /// Marks one slot finished. Caller holds the lock.
     fn finish_locked(&self, s: &mut State, seq: u64) {
         let idx = (seq - s.base_seq) as usize;
         let slot = &mut s.slots[idx];
