@@ -1,8 +1,9 @@
 //! `--handler pipe -- CMD [ARGS]`: handlers in any language, started once.
 //!
 //! `processes` long-lived copies of the command each read one JSON object
-//! per line on stdin (one message; see [`write_pipe_request`] for the
-//! fields) and answer one line per message on stdout, in any order:
+//! per line on stdin (one message: its id, topic, partition, offset, key,
+//! value, headers, timestamp and attempt; the README has the format) and
+//! answer one line per message on stdout, in any order:
 //! `{"id": 17, "status": "ok"}`, `"retry"` or `"fail"`, with an optional
 //! `"reason"`. `ok` finishes the message, `retry` is a handler error (retried
 //! with backoff, then the failure policy), `fail` goes to the failure policy
