@@ -27,7 +27,7 @@
 //! use std::time::Duration;
 //!
 //! use bytes::Bytes;
-//! use mykafkams::Message;
+//! use mykafkams::{Headers, Message};
 //! use mykafkams::offsets::OffsetTracker;
 //! use mykafkams::pool::{HandlerError, Pool, PoolConfig};
 //!
@@ -52,7 +52,7 @@
 //!         key: Some(Bytes::from(format!("account-{}", offset % 7))),
 //!         value: Some(Bytes::from_static(b"payload")),
 //!         timestamp_ms: 0,
-//!         headers: Vec::new(),
+//!         headers: Headers::new(),
 //!     };
 //!     pool.submit(msg).expect("pool is running");
 //! }
