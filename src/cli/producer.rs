@@ -67,8 +67,9 @@ pub struct ProducerArgs {
     /// How long a message may take to be acknowledged, retries included, in milliseconds.
     #[arg(long, default_value_t = 120_000, value_name = "MS")]
     delivery_timeout_ms: u64,
-    /// Write one line per input line to FILE: "LINE<TAB>PARTITION<TAB>OFFSET" when
-    /// written, "LINE<TAB>error<TAB>MESSAGE" when not (in completion order).
+    /// Write one line per input line to FILE, fields separated by tabs: LINE,
+    /// PARTITION, OFFSET when written; LINE, "error", MESSAGE when not (in
+    /// completion order).
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
     /// Create the topic first if it does not exist.

@@ -2,7 +2,7 @@
 //!
 //! Partitions come and go while the pipeline runs (group rebalances): each
 //! one is started from a validated position with a reader task of its own
-//! ([`super::fetch`]) and a fresh [`PartitionOffsets`] in the tracker (one per
+//! (`consumer::fetch`) and a fresh [`PartitionOffsets`] in the tracker (one per
 //! assignment, so completions of an earlier assignment can never touch a
 //! later one), and stopped by telling its reader and waiting until it has
 //! returned, after which nothing more of it is submitted to the pool. The

@@ -2,9 +2,9 @@
 //! covering every partition of ours that the broker leads and that is ready
 //! to be fetched (like Java's `Fetcher` or franz-go's per-broker source).
 //!
-//! A partition is *handed* to the task ([`Dispatch`], by the
-//! [`Router`](super::router::Router)) with the position to fetch from, and
-//! handed back with an [`Event`] once it has something to say: records
+//! A partition is *handed* to the task (`Dispatch`, by the
+//! [`Router`]) with the position to fetch from, and
+//! handed back with an `Event` once it has something to say: records
 //! (copied into a buffer charged to the [`ByteBudget`]), a leader change, a
 //! position out of range, an error, or (with exit-at-end) the end of its log.
 //! A partition whose records are out of the task is not fetched again until

@@ -7,14 +7,14 @@
 //! after a lost acknowledgement writes the batch twice, and its batches may
 //! overlap and reorder. The path here is Kafka's Java producer, in three
 //! parts:
-//! - [`accumulator`]: records are encoded straight into one open batch per
+//! - `accumulator`: records are encoded straight into one open batch per
 //!   partition (no per-record allocation), sealed when full or after
 //!   `linger`, within a memory budget (`buffer.memory`) that makes `send`
 //!   wait;
-//! - [`sender`]: one task sends sealed batches to each partition's leader
+//! - `sender`: one task sends sealed batches to each partition's leader
 //!   over a pipelined connection of our own, up to `max_in_flight` requests
 //!   per broker, and retries in order;
-//! - [`idempotence`]: the producer id and epoch (InitProducerId), sequence
+//! - `idempotence`: the producer id and epoch (InitProducerId), sequence
 //!   numbers, and what each produce error means (KIP-360), as Java does.
 
 mod accumulator;

@@ -9,7 +9,7 @@ use kafka_protocol::messages::ApiKey;
 
 use super::VersionRange;
 
-/// Why a request on a [`Connection`] failed. Every variant names the broker
+/// Why a request on a [`Connection`](super::Connection) failed. Every variant names the broker
 /// and, where there is one, the API, and its `Display` is one line saying what
 /// to do.
 #[derive(Debug)]
