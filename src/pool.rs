@@ -64,14 +64,15 @@
 //! ```
 
 mod capacity;
+mod config;
 mod handler;
 mod keys;
 mod lanes;
+mod report;
 pub mod routing;
 mod worker;
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering as AO};
 use std::thread::JoinHandle;
@@ -80,250 +81,16 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::Message;
-use crate::offsets::{OffsetError, OffsetTracker, TopicPartition};
+use crate::offsets::OffsetTracker;
 use capacity::{Capacity, Padded};
 use keys::Keys;
 use lanes::{LaneMsg, Lanes};
 use worker::{ABORTING, DRAINING, Job, RUNNING, Shared};
 
+pub use config::{BuildError, DeadLetterFn, FailurePolicy, PoolConfig, Scheduler, SubmitError};
 pub use handler::{Handler, HandlerError};
+pub use report::{FailedMessage, PoolStats, ShutdownReport, UnfinishedPartition};
 pub use routing::Ordering;
-
-/// How messages are spread over the worker threads. Both keep the order
-/// [`Ordering`] asks for and the same commit, retry and failure rules.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Scheduler {
-    /// The original design: each thread has its own queue and a key always
-    /// goes to the same thread (`hash(key) % workers`). Predictable, but a
-    /// busy thread holds up its keys while others idle, and one slow message
-    /// holds up every key on its thread.
-    Lanes,
-    /// A queue per key, and any free thread runs the next ready key (never
-    /// two threads one key): work-conserving, and a slow key holds up only
-    /// itself. The default: faster than lanes in every benchmark row.
-    #[default]
-    Keys,
-}
-
-impl FromStr for Scheduler {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "lanes" => Ok(Self::Lanes),
-            "keys" => Ok(Self::Keys),
-            other => Err(format!("unknown scheduler '{other}' (keys, lanes)")),
-        }
-    }
-}
-
-impl fmt::Display for Scheduler {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Lanes => "lanes",
-            Self::Keys => "keys",
-        })
-    }
-}
-
-/// Callback of [`FailurePolicy::DeadLetter`]: gets the message and the last
-/// error; `Ok` means the message is safely parked (e.g. produced to a DLQ
-/// topic) and may be marked finished.
-pub type DeadLetterFn = Arc<dyn Fn(&Message, &HandlerError) -> Result<(), String> + Send + Sync>;
-
-/// What happens to a message whose handler still fails after all retries.
-#[derive(Clone)]
-pub enum FailurePolicy {
-    /// Stop the pool: the message stays unfinished (the committable offset of
-    /// its partition stays at it), [`Pool::submit`] returns
-    /// [`SubmitError::Stopped`], and lanes run no further messages. The
-    /// failure is available from [`Pool::failure`] and the shutdown report,
-    /// so the process can commit and exit non-zero.
-    Stop,
-    /// Log a warning, count it in [`PoolStats::skipped`], mark it finished.
-    Skip,
-    /// Call the callback on the lane thread, then mark the message finished.
-    /// If the callback fails (or panics) the pool stops as with
-    /// [`FailurePolicy::Stop`].
-    DeadLetter(DeadLetterFn),
-}
-
-impl fmt::Debug for FailurePolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FailurePolicy::Stop => f.write_str("Stop"),
-            FailurePolicy::Skip => f.write_str("Skip"),
-            FailurePolicy::DeadLetter(_) => f.write_str("DeadLetter(..)"),
-        }
-    }
-}
-
-/// Pool settings. `PoolConfig::default()` is a reasonable start; override
-/// fields with struct update syntax.
-#[derive(Clone, Debug)]
-pub struct PoolConfig {
-    /// Number of worker threads (lanes). Default: available parallelism.
-    pub lanes: usize,
-    /// Which scheduler spreads messages over the threads. Default
-    /// [`Scheduler::Keys`].
-    pub scheduler: Scheduler,
-    /// Messages each lane can queue before submission waits (`lanes`
-    /// scheduler only; `keys` is bounded by `max_in_flight` alone).
-    /// Default 1024.
-    pub lane_capacity: usize,
-    /// Messages accepted and not yet completed, over all lanes; submission
-    /// waits above it. Default 10 000.
-    pub max_in_flight: usize,
-    /// What order is preserved. Default [`Ordering::Key`].
-    pub ordering: Ordering,
-    /// Extra attempts after a handler error or panic, before the failure
-    /// policy applies. Default 3.
-    pub retries: u32,
-    /// Backoff before the first retry; doubles per retry. Default 100 ms.
-    pub backoff_initial: Duration,
-    /// Upper bound of the backoff. Default 5 s.
-    pub backoff_max: Duration,
-    /// What to do after the last failed attempt. Default [`FailurePolicy::Stop`]
-    /// (never lose a message silently unless asked to).
-    pub failure_policy: FailurePolicy,
-}
-
-impl Default for PoolConfig {
-    fn default() -> Self {
-        Self {
-            lanes: std::thread::available_parallelism().map_or(4, |n| n.get()),
-            scheduler: Scheduler::default(),
-            lane_capacity: 1024,
-            max_in_flight: 10_000,
-            ordering: Ordering::Key,
-            retries: 3,
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-            failure_policy: FailurePolicy::Stop,
-        }
-    }
-}
-
-/// Why a pool could not be built.
-#[derive(Debug)]
-pub enum BuildError {
-    /// A configuration value is out of range (the text names it).
-    InvalidConfig(String),
-    /// The OS refused to start a lane thread.
-    Spawn(std::io::Error),
-}
-
-impl fmt::Display for BuildError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BuildError::InvalidConfig(s) => write!(f, "invalid pool configuration: {s}"),
-            BuildError::Spawn(e) => write!(f, "cannot start a pool lane thread: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for BuildError {}
-
-/// Why a message was not accepted.
-#[derive(Debug)]
-pub enum SubmitError {
-    /// The pool stopped after a failure under [`FailurePolicy::Stop`] (or a
-    /// failed dead-letter callback); see [`Pool::failure`].
-    Stopped,
-    /// [`Pool::drain`] or [`Pool::abort`] was called.
-    ShuttingDown,
-    /// The offset tracker refused the offset (not increasing, or a negative
-    /// partition). Nothing was queued.
-    Offset(OffsetError),
-}
-
-impl fmt::Display for SubmitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SubmitError::Stopped => f.write_str("worker pool stopped after a failed message"),
-            SubmitError::ShuttingDown => f.write_str("worker pool is shutting down"),
-            SubmitError::Offset(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for SubmitError {}
-
-/// The message that stopped the pool and the last error it got.
-#[derive(Clone, Debug)]
-pub struct FailedMessage {
-    /// The message; its offset is the committable offset of its partition.
-    pub message: Message,
-    /// The last handler error (or dead-letter callback error).
-    pub error: HandlerError,
-}
-
-/// Counters of a pool, readable at any time ([`Pool::stats`]). Sums of
-/// per-lane counters read without a global lock, so a snapshot taken while
-/// running may be a few messages apart between fields.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PoolStats {
-    /// Messages accepted by `submit`/`submit_async`/`submit_batch`/`submit_batch_async`.
-    pub submitted: u64,
-    /// Messages marked finished in the offset tracker (succeeded, skipped or
-    /// dead-lettered).
-    pub finished: u64,
-    /// Messages whose last attempt failed (then the policy applied).
-    pub failed: u64,
-    /// Retry attempts (a message retried twice counts 2).
-    pub retried: u64,
-    /// Failed messages skipped by [`FailurePolicy::Skip`].
-    pub skipped: u64,
-    /// Failed messages handed to the dead-letter callback successfully.
-    pub dead_lettered: u64,
-    /// Messages dropped unprocessed because the pool stopped or aborted
-    /// (left unfinished in the tracker, so they are redelivered).
-    pub abandoned: u64,
-    /// `submitted - finished`: accepted and not marked finished.
-    pub in_flight: u64,
-    /// Messages queued in each lane right now (`lanes` scheduler; empty
-    /// for `keys`).
-    pub lane_depth: Vec<usize>,
-    /// Messages each worker thread has taken off a queue and run or abandoned.
-    pub lane_processed: Vec<u64>,
-    /// Messages waiting in the scheduler's queues right now (not yet taken
-    /// by a worker).
-    pub queued: u64,
-    /// Keys with messages waiting for a free worker right now (`keys`
-    /// scheduler; 0 for `lanes`).
-    pub ready_keys: u64,
-    /// Messages of revoked partitions left unfinished here (another group
-    /// member handles them now); see [`Pool::note_revoked`].
-    pub revoked: u64,
-}
-
-/// One partition with work left unfinished at shutdown.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnfinishedPartition {
-    /// The partition.
-    pub tp: TopicPartition,
-    /// Its lowest unfinished offset: what to commit, where to resume.
-    pub lowest_unfinished: i64,
-    /// How many of its messages are unfinished.
-    pub count: usize,
-}
-
-/// What [`Pool::drain`] / [`Pool::abort`] left undone.
-#[derive(Clone, Debug)]
-pub struct ShutdownReport {
-    /// Messages accepted and never marked finished.
-    pub unfinished: u64,
-    /// Per partition (of the pool's tracker) with unfinished messages, sorted.
-    pub partitions: Vec<UnfinishedPartition>,
-    /// The message that stopped the pool, if one did.
-    pub failure: Option<FailedMessage>,
-    /// True if the timeout expired before the lanes were done.
-    pub timed_out: bool,
-    /// Lane threads still inside a handler when the call returned (detached:
-    /// they exit after that handler returns and run nothing else).
-    pub lanes_still_running: usize,
-    /// Counters at the end.
-    pub stats: PoolStats,
-}
 
 /// A batch submission handles at most this many messages per step: one
 /// capacity reservation, one tracker lock per partition, one hand-off per
