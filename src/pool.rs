@@ -70,6 +70,7 @@ mod keys;
 mod lanes;
 mod report;
 pub mod routing;
+mod tasks;
 mod worker;
 
 use std::fmt;
@@ -85,10 +86,11 @@ use crate::offsets::OffsetTracker;
 use capacity::{Capacity, Padded};
 use keys::Keys;
 use lanes::{LaneMsg, Lanes};
+use tasks::Tasks;
 use worker::{ABORTING, DRAINING, Job, RUNNING, Shared};
 
 pub use config::{BuildError, DeadLetterFn, FailurePolicy, PoolConfig, Scheduler, SubmitError};
-pub use handler::{Handler, HandlerError};
+pub use handler::{AsyncHandler, Handler, HandlerError};
 pub use report::{FailedMessage, PoolStats, ShutdownReport, UnfinishedPartition};
 pub use routing::Ordering;
 
@@ -101,6 +103,8 @@ const SUBMIT_CHUNK: usize = 256;
 enum Engine {
     Lanes(Lanes),
     Keys(Arc<Keys>),
+    /// The keys scheduler's queues run by tokio tasks ([`AsyncHandler`]).
+    Tasks(Arc<Tasks>),
 }
 
 /// Jobs of one submission step, grouped the way the scheduler takes them.
@@ -116,7 +120,7 @@ impl Staged {
     fn new(engine: &Engine) -> Self {
         match engine {
             Engine::Lanes(l) => Staged::Lanes((0..l.len()).map(|_| Vec::new()).collect()),
-            Engine::Keys(_) => Staged::Keys(
+            Engine::Keys(_) | Engine::Tasks(_) => Staged::Keys(
                 Vec::with_capacity(SUBMIT_CHUNK),
                 Vec::with_capacity(SUBMIT_CHUNK),
             ),
@@ -129,6 +133,10 @@ impl Staged {
             (Staged::Lanes(per_lane), Engine::Lanes(l)) => per_lane[l.lane_of(&job.msg)].push(job),
             (Staged::Keys(ids, jobs), Engine::Keys(k)) => {
                 ids.push(k.queue_of(&job.msg));
+                jobs.push(job);
+            }
+            (Staged::Keys(ids, jobs), Engine::Tasks(t)) => {
+                ids.push(t.queue_of(&job.msg));
                 jobs.push(job);
             }
             _ => unreachable!("staged for another scheduler"),
@@ -224,13 +232,87 @@ impl Pool {
                 "lane_capacity must be at least 1".into(),
             ));
         }
+        let handler: Arc<dyn Handler> = Arc::new(handler);
+        let shared = Self::shared(&config, tracker, config.lanes)?;
+        let (engine, threads) = match config.scheduler {
+            Scheduler::Lanes => {
+                let (l, t) = Lanes::start(
+                    &shared,
+                    &handler,
+                    config.lanes,
+                    config.lane_capacity,
+                    config.ordering,
+                )?;
+                (Engine::Lanes(l), t)
+            }
+            Scheduler::Keys => {
+                let (k, t) = Keys::start(&shared, &handler, config.lanes, config.ordering)?;
+                (Engine::Keys(k), t)
+            }
+        };
+        Ok(Self {
+            shared,
+            engine,
+            threads: Mutex::new(threads),
+            shutdown: Mutex::new(()),
+        })
+    }
+
+    /// A pool running an [`AsyncHandler`] on the current tokio runtime
+    /// (call it from inside one): the `keys` scheduler's per-key queues,
+    /// with up to [`PoolConfig::max_concurrency`] messages in flight, each
+    /// in a task, instead of one per worker thread. Every guarantee and
+    /// method is that of a thread pool ([`Pool::new`]); `lanes`,
+    /// `lane_capacity` and `scheduler` are not used, and
+    /// [`PoolConfig::handler_timeout`] is.
+    ///
+    /// The submit methods work from any thread; [`drain`](Self::drain) and
+    /// [`abort`](Self::abort) block, so call them off the runtime's worker
+    /// threads (e.g. in `spawn_blocking`), as with a thread pool.
+    pub fn new_async(
+        config: PoolConfig,
+        tracker: Arc<OffsetTracker>,
+        handler: impl AsyncHandler,
+    ) -> Result<Self, BuildError> {
+        if config.max_concurrency == 0 {
+            return Err(BuildError::InvalidConfig(
+                "max_concurrency must be at least 1".into(),
+            ));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            BuildError::InvalidConfig("an async pool must be built inside a tokio runtime".into())
+        })?;
+        // One set of counters: tasks move between threads, so they count
+        // with atomic adds (see `tasks`).
+        let shared = Self::shared(&config, tracker, 1)?;
+        let tasks = Tasks::start(
+            &shared,
+            handler,
+            runtime,
+            config.max_concurrency,
+            config.handler_timeout,
+            config.ordering,
+        );
+        Ok(Self {
+            shared,
+            engine: Engine::Tasks(tasks),
+            threads: Mutex::new(Vec::new()),
+            shutdown: Mutex::new(()),
+        })
+    }
+
+    /// The state every engine shares, with `workers` sets of counters.
+    fn shared(
+        config: &PoolConfig,
+        tracker: Arc<OffsetTracker>,
+        workers: usize,
+    ) -> Result<Arc<Shared>, BuildError> {
         if config.max_in_flight == 0 {
             return Err(BuildError::InvalidConfig(
                 "max_in_flight must be at least 1".into(),
             ));
         }
-        let shared = Arc::new(Shared {
-            handler: Box::new(handler),
+        Ok(Arc::new(Shared {
             tracker,
             retries: config.retries,
             backoff_initial: config.backoff_initial,
@@ -244,27 +326,11 @@ impl Pool {
             submitted: Padded(AtomicU64::new(0)),
             submit_abandoned: AtomicU64::new(0),
             revoked: AtomicU64::new(0),
-            workers: (0..config.lanes).map(|_| Padded::default()).collect(),
+            workers: (0..workers).map(|_| Padded::default()).collect(),
             wake_lock: Mutex::new(()),
             wake_cv: Condvar::new(),
-        });
-        let (engine, threads) = match config.scheduler {
-            Scheduler::Lanes => {
-                let (l, t) =
-                    Lanes::start(&shared, config.lanes, config.lane_capacity, config.ordering)?;
-                (Engine::Lanes(l), t)
-            }
-            Scheduler::Keys => {
-                let (k, t) = Keys::start(&shared, config.lanes, config.ordering)?;
-                (Engine::Keys(k), t)
-            }
-        };
-        Ok(Self {
-            shared,
-            engine,
-            threads: Mutex::new(threads),
-            shutdown: Mutex::new(()),
-        })
+            halt: tokio::sync::Notify::new(),
+        }))
     }
 
     fn enter(&self) -> Result<ActiveSubmit<'_>, SubmitError> {
@@ -325,6 +391,7 @@ impl Pool {
                 l.send_blocking(&self.shared, lane, LaneMsg::Job(job))?;
             }
             Engine::Keys(k) => k.enqueue_one(job),
+            Engine::Tasks(t) => t.enqueue_one(job),
         }
         permit.units = 0;
         Ok(())
@@ -355,6 +422,7 @@ impl Pool {
                 l.send_async(&self.shared, lane, LaneMsg::Job(job)).await?;
             }
             Engine::Keys(k) => k.enqueue_one(job),
+            Engine::Tasks(t) => t.enqueue_one(job),
         }
         permit.units = 0;
         Ok(())
@@ -422,6 +490,10 @@ impl Pool {
                     permit.units -= jobs.len();
                     k.enqueue(ids, jobs);
                 }
+                (Engine::Tasks(t), Staged::Keys(ids, jobs)) => {
+                    permit.units -= jobs.len();
+                    t.enqueue(ids, jobs);
+                }
                 _ => unreachable!("staged for another scheduler"),
             }
             staging?;
@@ -483,6 +555,10 @@ impl Pool {
                 (Engine::Keys(k), Staged::Keys(ids, jobs)) => {
                     permit.units -= jobs.len();
                     k.enqueue(ids, jobs);
+                }
+                (Engine::Tasks(t), Staged::Keys(ids, jobs)) => {
+                    permit.units -= jobs.len();
+                    t.enqueue(ids, jobs);
                 }
                 _ => unreachable!("staged for another scheduler"),
             }
@@ -549,16 +625,23 @@ impl Pool {
         &self.shared.tracker
     }
 
-    /// Number of worker threads (lanes, for the `lanes` scheduler).
+    /// Number of worker threads (lanes, for the `lanes` scheduler); 1 for
+    /// an async pool, whose counters are not per thread.
     pub fn lanes(&self) -> usize {
         self.shared.workers.len()
     }
 
-    /// Which scheduler runs this pool.
+    /// True for a pool running an [`AsyncHandler`] ([`Pool::new_async`]).
+    pub fn is_async(&self) -> bool {
+        matches!(self.engine, Engine::Tasks(_))
+    }
+
+    /// Which scheduler runs this pool (`keys` for an async pool: the same
+    /// per-key queues, claimed by tasks).
     pub fn scheduler(&self) -> Scheduler {
         match self.engine {
             Engine::Lanes(_) => Scheduler::Lanes,
-            Engine::Keys(_) => Scheduler::Keys,
+            Engine::Keys(_) | Engine::Tasks(_) => Scheduler::Keys,
         }
     }
 
@@ -596,6 +679,11 @@ impl Pool {
             }
             Engine::Keys(k) => {
                 let (queued, ready) = k.depth();
+                s.queued = queued as u64;
+                s.ready_keys = ready as u64;
+            }
+            Engine::Tasks(t) => {
+                let (queued, ready) = t.depth();
                 s.queued = queued as u64;
                 s.ready_keys = ready as u64;
             }
@@ -639,6 +727,8 @@ impl Pool {
             match &self.engine {
                 Engine::Lanes(l) => timed_out = !l.send_shutdown(deadline),
                 Engine::Keys(k) => k.close(),
+                // Tasks end by themselves once nothing is left to claim.
+                Engine::Tasks(_) => {}
             }
         }
         if !timed_out {
@@ -683,13 +773,29 @@ impl Pool {
                 sh.abandon(dropped);
                 sh.capacity.release(dropped);
             }
+            Engine::Tasks(t) => {
+                let dropped = t.abort();
+                sh.abandon(dropped);
+                sh.capacity.release(dropped);
+            }
         }
     }
 
-    /// Joins worker threads that finish by `deadline`; true if all did.
+    /// Tasks of an async pool still running (0 for thread pools).
+    fn tasks_running(&self) -> usize {
+        match &self.engine {
+            Engine::Tasks(t) => t.active(),
+            _ => 0,
+        }
+    }
+
+    /// Joins worker threads (waits for the tasks of an async pool) that
+    /// finish by `deadline`; true if all did.
     fn join_until(&self, deadline: Instant) -> bool {
         let mut threads = self.threads.lock();
-        let all = wait_until(deadline, || threads.iter().all(JoinHandle::is_finished));
+        let all = wait_until(deadline, || {
+            threads.iter().all(JoinHandle::is_finished) && self.tasks_running() == 0
+        });
         let mut still = Vec::new();
         for h in threads.drain(..) {
             if h.is_finished() {
@@ -726,7 +832,7 @@ impl Pool {
             partitions,
             failure: self.failure(),
             timed_out,
-            lanes_still_running: self.threads.lock().len(),
+            lanes_still_running: self.threads.lock().len() + self.tasks_running(),
             stats,
         }
     }
@@ -736,7 +842,7 @@ impl Drop for Pool {
     /// Dropping a pool that was not drained aborts it without waiting:
     /// workers finish their current message and exit on their own.
     fn drop(&mut self) {
-        if !self.threads.get_mut().is_empty() {
+        if !self.threads.get_mut().is_empty() || self.tasks_running() > 0 {
             self.begin_abort();
         }
     }

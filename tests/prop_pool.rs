@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering as AO};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -214,8 +214,16 @@ fn spin(us: u8) {
     }
 }
 
+/// What runs the handler: worker threads under a scheduler, or tokio tasks
+/// (`Pool::new_async`, with `lanes` as its concurrency).
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Threads(Scheduler),
+    Async,
+}
+
 fn config(
-    scheduler: Scheduler,
+    engine: Engine,
     lanes: usize,
     ordering: Ordering,
     policy: FailurePolicy,
@@ -223,7 +231,10 @@ fn config(
 ) -> PoolConfig {
     PoolConfig {
         lanes,
-        scheduler,
+        scheduler: match engine {
+            Engine::Threads(s) => s,
+            Engine::Async => Scheduler::Keys,
+        },
         lane_capacity: 4,
         max_in_flight: 32,
         ordering,
@@ -231,6 +242,49 @@ fn config(
         backoff_initial: Duration::from_micros(1),
         backoff_max: Duration::from_micros(20),
         failure_policy: policy,
+        max_concurrency: lanes,
+        handler_timeout: None,
+    }
+}
+
+/// The runtime every async pool of these tests runs on.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("test runtime")
+    })
+}
+
+/// A pool on `engine` running the test's handler. On the async engine the
+/// handler runs inside a future, after a yield (a real suspension point, so
+/// tasks interleave as I/O-bound handlers do); its panics happen while the
+/// future is polled.
+fn new_pool<H>(
+    engine: Engine,
+    cfg: PoolConfig,
+    tracker: Arc<OffsetTracker>,
+    handler: H,
+) -> Result<Pool, mykafkams::pool::BuildError>
+where
+    H: Fn(&Message) -> Result<(), HandlerError> + Send + Sync + 'static,
+{
+    match engine {
+        Engine::Threads(_) => Pool::new(cfg, tracker, handler),
+        Engine::Async => {
+            let _inside = runtime().enter();
+            let handler = Arc::new(handler);
+            Pool::new_async(cfg, tracker, move |m: Message| {
+                let handler = Arc::clone(&handler);
+                async move {
+                    tokio::task::yield_now().await;
+                    handler(&m)
+                }
+            })
+        }
     }
 }
 
@@ -251,9 +305,13 @@ fn batch_size() -> impl Strategy<Value = usize> {
     prop_oneof![Just(0usize), 1..8usize, 8..400usize]
 }
 
-/// Every property runs against both schedulers.
-fn scheduler() -> impl Strategy<Value = Scheduler> {
-    prop_oneof![Just(Scheduler::Lanes), Just(Scheduler::Keys)]
+/// Every property runs against both thread schedulers and the async engine.
+fn scheduler() -> impl Strategy<Value = Engine> {
+    prop_oneof![
+        Just(Engine::Threads(Scheduler::Lanes)),
+        Just(Engine::Threads(Scheduler::Keys)),
+        Just(Engine::Async),
+    ]
 }
 
 fn ordering() -> impl Strategy<Value = Ordering> {
@@ -285,11 +343,11 @@ proptest! {
         quiet_injected_panics();
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
-        let pool = Pool::new(config(scheduler, lanes, ordering, FailurePolicy::Stop, 2), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let pool = new_pool(scheduler, config(scheduler, lanes, ordering, FailurePolicy::Stop, 2), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         submit_all(&pool, &world.msgs, batch).unwrap();
         let report = pool.drain(DRAIN);
         assert_drained(&report)?;
-        prop_assert_eq!(report.unfinished, 0);
+        prop_assert_eq!(report.unfinished, 0, "{:?}", report);
         prop_assert!(report.failure.is_none());
         let log = world.log.lock().clone();
         prop_assert_eq!(log.len(), world.msgs.len());
@@ -313,7 +371,7 @@ proptest! {
     fn unordered_handles_everything_once(specs in specs(0), lanes in 1..=64usize, scheduler in scheduler()) {
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
-        let pool = Pool::new(config(scheduler, lanes, Ordering::Unordered, FailurePolicy::Stop, 0), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let pool = new_pool(scheduler, config(scheduler, lanes, Ordering::Unordered, FailurePolicy::Stop, 0), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         for m in &world.msgs {
             pool.submit(m.clone()).unwrap();
         }
@@ -353,7 +411,7 @@ proptest! {
         } else {
             FailurePolicy::Skip
         };
-        let pool = Pool::new(config(scheduler, lanes, ordering, policy, retries), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let pool = new_pool(scheduler, config(scheduler, lanes, ordering, policy, retries), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         for m in &world.msgs {
             pool.submit(m.clone()).unwrap();
         }
@@ -405,7 +463,7 @@ proptest! {
         for p in 0..4 {
             tracker.set_next_fetch(&Arc::from(TOPIC), p, 0);
         }
-        let pool = Pool::new(config(scheduler, lanes, ordering, FailurePolicy::Stop, 2), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let pool = new_pool(scheduler, config(scheduler, lanes, ordering, FailurePolicy::Stop, 2), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = {
             let world = Arc::clone(&world);
@@ -469,7 +527,7 @@ proptest! {
         for p in 0..4 {
             tracker.set_next_fetch(&topic, p, 0);
         }
-        let pool = Pool::new(config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let pool = new_pool(scheduler, config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         let cut = if world.msgs.is_empty() { 0 } else { cut.index(world.msgs.len() + 1) };
         for m in &world.msgs[..cut] {
             pool.submit(m.clone()).unwrap();
@@ -489,7 +547,7 @@ proptest! {
         for (p, c) in &resume {
             tracker2.set_next_fetch(&topic, *p, *c);
         }
-        let pool2 = Pool::new(config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker2), world.handler(&tracker2)).unwrap();
+        let pool2 = new_pool(scheduler, config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker2), world.handler(&tracker2)).unwrap();
         let mut replayed = Vec::new();
         for (i, m) in world.msgs.iter().enumerate() {
             if m.offset >= resume[&m.partition] {
@@ -522,7 +580,7 @@ proptest! {
         quiet_injected_panics();
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
-        let pool = Pool::new(config(scheduler, lanes, ordering, FailurePolicy::Stop, 1), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let pool = new_pool(scheduler, config(scheduler, lanes, ordering, FailurePolicy::Stop, 1), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         let mut refused = false;
         match submit_all(&pool, &world.msgs, batch) {
             Ok(()) => {}
@@ -571,7 +629,7 @@ proptest! {
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
         let cfg = PoolConfig { lane_capacity: 1, max_in_flight: cap, ..config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0) };
-        let pool = Arc::new(Pool::new(cfg, Arc::clone(&tracker), world.handler(&tracker)).unwrap());
+        let pool = Arc::new(new_pool(scheduler, cfg, Arc::clone(&tracker), world.handler(&tracker)).unwrap());
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let msgs = world.msgs.clone();
         let p = Arc::clone(&pool);
@@ -652,7 +710,7 @@ proptest! {
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
         let cfg = PoolConfig { lane_capacity, max_in_flight, ..config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0) };
-        let pool = Arc::new(Pool::new(cfg, Arc::clone(&tracker), world.handler(&tracker)).unwrap());
+        let pool = Arc::new(new_pool(scheduler, cfg, Arc::clone(&tracker), world.handler(&tracker)).unwrap());
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = {
             let (pool, stop) = (Arc::clone(&pool), Arc::clone(&stop));
@@ -710,7 +768,7 @@ proptest! {
     ) {
         let world = World::new(specs);
         let tracker = Arc::new(OffsetTracker::new());
-        let pool = Pool::new(config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
+        let pool = new_pool(scheduler, config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker), world.handler(&tracker)).unwrap();
         let cut = cut.index(world.msgs.len());
         // Re-submitting message `cut` after those up to it is a
         // non-increasing offset for its partition.
@@ -774,7 +832,7 @@ proptest! {
             }
         };
         let cfg = PoolConfig { lane_capacity, max_in_flight, ..config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0) };
-        let pool = Pool::new(cfg, Arc::clone(&tracker), handler).unwrap();
+        let pool = new_pool(scheduler, cfg, Arc::clone(&tracker), handler).unwrap();
         {
             let fut = pool.submit_batch_async(world.msgs.clone());
             let mut fut = std::pin::pin!(fut);
@@ -814,7 +872,7 @@ proptest! {
         for (p, c) in &resume {
             tracker2.set_next_fetch(&topic, *p, *c);
         }
-        let pool2 = Pool::new(config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker2), world.handler(&tracker2)).unwrap();
+        let pool2 = new_pool(scheduler, config(scheduler, lanes, Ordering::Key, FailurePolicy::Stop, 0), Arc::clone(&tracker2), world.handler(&tracker2)).unwrap();
         let replay: Vec<Message> = world.msgs.iter().filter(|m| m.offset >= resume[&m.partition]).cloned().collect();
         pool2.submit_batch(replay).unwrap();
         let report2 = pool2.drain(DRAIN);

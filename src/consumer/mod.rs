@@ -47,8 +47,8 @@ use crate::group::{
 use crate::metrics::{ConsumerMetrics, Timed};
 use crate::offsets::{OffsetTracker, PartitionOffsets, TopicPartition};
 use crate::pool::{
-    BuildError, FailedMessage, FailurePolicy, Handler, Ordering, Pool, PoolConfig, PoolStats,
-    Scheduler,
+    AsyncHandler, BuildError, FailedMessage, FailurePolicy, Handler, Ordering, Pool, PoolConfig,
+    PoolStats, Scheduler,
 };
 
 use assignment::{Assignment, Settings};
@@ -97,8 +97,15 @@ pub struct ConsumerConfig {
     pub start: StartAt,
     /// Position when there is no committed offset or it is out of range.
     pub reset: Reset,
-    /// Worker threads.
+    /// Worker threads (thread handlers, [`run`]).
     pub workers: usize,
+    /// Messages in flight at once across keys (async handlers,
+    /// [`run_async`]).
+    pub max_concurrency: usize,
+    /// Async handlers only: an attempt still running after this long is
+    /// dropped and counts as failed (retried, then `on_failure`). `None`:
+    /// no limit.
+    pub handler_timeout: Option<Duration>,
     /// How messages are spread over the workers.
     pub scheduler: Scheduler,
     /// What order the workers keep.
@@ -150,6 +157,8 @@ impl ConsumerConfig {
             start: StartAt::Committed,
             reset: Reset::Earliest,
             workers: cpus * 4,
+            max_concurrency: 1024,
+            handler_timeout: None,
             scheduler: Scheduler::default(),
             ordering: Ordering::Key,
             max_in_flight: 10_000,
@@ -277,13 +286,50 @@ impl ConsumeSummary {
 pub type ShutdownSignal = watch::Receiver<u32>;
 
 /// Runs the pipeline until the end of the log (`exit_at_end`), a shutdown
-/// request, or a failure under the `Stop` policy. Commits before returning,
-/// and leaves the group if it joined one.
+/// request, or a failure under the `Stop` policy, with `handler` on worker
+/// threads. Commits before returning, and leaves the group if it joined one.
 pub async fn run<H: Handler>(
     cfg: ConsumerConfig,
     handler: H,
     on_failure: FailurePolicy,
+    shutdown: ShutdownSignal,
+) -> Result<ConsumeSummary> {
+    let metrics = cfg.metrics.clone();
+    run_with(
+        cfg,
+        on_failure,
+        shutdown,
+        move |pool_cfg, tracker| match metrics {
+            Some(m) => Pool::new(pool_cfg, tracker, Timed::new(handler, m.handler_latency())),
+            None => Pool::new(pool_cfg, tracker, handler),
+        },
+    )
+    .await
+}
+
+/// [`run`] with an [`AsyncHandler`]: up to
+/// [`ConsumerConfig::max_concurrency`] messages in flight (of distinct
+/// keys), each a task on the current tokio runtime, with the same
+/// guarantees (per-key order, commits of finished prefixes only, retries
+/// and `on_failure`). The handler's latency is not in the metrics.
+pub async fn run_async<H: AsyncHandler>(
+    cfg: ConsumerConfig,
+    handler: H,
+    on_failure: FailurePolicy,
+    shutdown: ShutdownSignal,
+) -> Result<ConsumeSummary> {
+    run_with(cfg, on_failure, shutdown, move |pool_cfg, tracker| {
+        Pool::new_async(pool_cfg, tracker, handler)
+    })
+    .await
+}
+
+/// The pipeline around the pool `build` makes.
+async fn run_with(
+    cfg: ConsumerConfig,
+    on_failure: FailurePolicy,
     mut shutdown: ShutdownSignal,
+    build: impl FnOnce(PoolConfig, Arc<OffsetTracker>) -> std::result::Result<Pool, BuildError>,
 ) -> Result<ConsumeSummary> {
     if cfg.topics.is_empty() {
         return Err(Error::Usage("no topic given".into()));
@@ -328,16 +374,10 @@ pub async fn run<H: Handler>(
         backoff_initial: cfg.retry_backoff,
         backoff_max: Duration::from_secs(30),
         failure_policy: on_failure,
+        max_concurrency: cfg.max_concurrency.max(1),
+        handler_timeout: cfg.handler_timeout,
     };
-    let pool = match &cfg.metrics {
-        Some(m) => Pool::new(
-            pool_cfg,
-            Arc::clone(&tracker),
-            Timed::new(handler, m.handler_latency()),
-        ),
-        None => Pool::new(pool_cfg, Arc::clone(&tracker), handler),
-    };
-    let pool = Arc::new(pool.map_err(|e| match e {
+    let pool = Arc::new(build(pool_cfg, Arc::clone(&tracker)).map_err(|e| match e {
         BuildError::InvalidConfig(m) => Error::Usage(m),
         BuildError::Spawn(e) => Error::Internal(format!("starting worker threads: {e}")),
     })?);

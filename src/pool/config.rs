@@ -106,6 +106,15 @@ pub struct PoolConfig {
     /// What to do after the last failed attempt. Default [`FailurePolicy::Stop`]
     /// (never lose a message silently unless asked to).
     pub failure_policy: FailurePolicy,
+    /// Async pools ([`Pool::new_async`](super::Pool::new_async)) only: at
+    /// most this many messages (so keys) in flight at once, each a tokio
+    /// task. Default 1024.
+    pub max_concurrency: usize,
+    /// Async pools only: an attempt whose future has not finished after
+    /// this long is dropped and counts as a failed attempt (retried, then
+    /// the failure policy). `None` (the default) waits forever. A thread
+    /// cannot be interrupted, so thread pools ignore it.
+    pub handler_timeout: Option<Duration>,
 }
 
 impl Default for PoolConfig {
@@ -120,6 +129,8 @@ impl Default for PoolConfig {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             failure_policy: FailurePolicy::Stop,
+            max_concurrency: 1024,
+            handler_timeout: None,
         }
     }
 }

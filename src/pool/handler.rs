@@ -1,7 +1,9 @@
-//! What a lane runs for each message, and how it reports failure.
+//! What a pool runs for each message (a [`Handler`] on worker threads, or
+//! an [`AsyncHandler`] on tokio tasks), and how it reports failure.
 
 use std::any::Any;
 use std::fmt;
+use std::future::Future;
 
 use crate::Message;
 
@@ -49,6 +51,65 @@ where
 {
     fn handle(&self, msg: &Message) -> Result<(), HandlerError> {
         self(msg)
+    }
+}
+
+/// The user's processing step as a future, for handlers that wait on I/O
+/// (an HTTP call, a database): run by a pool built with
+/// [`Pool::new_async`](crate::pool::Pool::new_async) on tokio tasks, so the
+/// messages in flight are bounded by
+/// [`PoolConfig::max_concurrency`](crate::pool::PoolConfig::max_concurrency),
+/// not by threads.
+///
+/// The guarantees are those of [`Handler`]: at most one message per key
+/// (per [`Ordering`](crate::pool::Ordering) group) is in flight, in offset
+/// order; an error, a panic while polling, or running past
+/// [`PoolConfig::handler_timeout`](crate::pool::PoolConfig::handler_timeout)
+/// is retried with backoff, then the failure policy applies; only finished
+/// prefixes are committable. Any closure `Fn(Message) -> impl Future<Output =
+/// Result<(), HandlerError>>` is an async handler (it gets its own cheap
+/// clone of the message: the payload is reference-counted).
+///
+/// ```
+/// use mykafkams::Message;
+/// use mykafkams::pool::{AsyncHandler, HandlerError};
+///
+/// struct Forward;
+///
+/// impl AsyncHandler for Forward {
+///     async fn handle(&self, msg: &Message) -> Result<(), HandlerError> {
+///         // e.g. an HTTP request with the value as its body
+///         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+///         let _ = msg.value.as_deref();
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait AsyncHandler: Send + Sync + 'static {
+    /// Processes one message. Must be idempotent enough to tolerate
+    /// redelivery: delivery is at-least-once. Dropping the future (at a
+    /// timeout) must leave nothing half-done that a retry cannot repeat.
+    fn handle(&self, msg: &Message) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// [`handle`](Self::handle), told which attempt this is (1 for the
+    /// first). The pool calls this one; the default calls `handle`.
+    fn handle_attempt(
+        &self,
+        msg: &Message,
+        attempt: u32,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        let _ = attempt;
+        self.handle(msg)
+    }
+}
+
+impl<F, Fut> AsyncHandler for F
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    fn handle(&self, msg: &Message) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        self(msg.clone())
     }
 }
 

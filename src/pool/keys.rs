@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::BuildError;
 use super::routing::{Ordering, lane_hash};
 use super::worker::{ABORTING, Job, Next, Shared, Worker};
+use super::{BuildError, Handler};
 use crate::Message;
 
 /// How much work (by measured handler time) a worker claims at once: long
@@ -56,7 +56,7 @@ const KEEP_QUEUES: usize = 4096;
 const KEEP_CAPACITY: usize = 32;
 
 /// A queue identity: the key's hash, or a topic-partition's.
-type QueueId = u64;
+pub(super) type QueueId = u64;
 
 /// Hasher for already-mixed 64-bit ids: the id is the hash.
 #[derive(Default)]
@@ -104,17 +104,18 @@ struct KeyQueue {
     held: bool,
 }
 
-/// The scheduler's state, all under one lock.
+/// The scheduler's state, all under one lock. The async engine
+/// ([`tasks`](super::tasks)) keeps the same queues; only who claims differs.
 #[derive(Default)]
-struct Sched {
+pub(super) struct Sched {
     queues: HashMap<QueueId, KeyQueue, BuildHasherDefault<IdHasher>>,
     /// Keys with queued messages that no worker holds, oldest first.
     /// Invariant: an id is here iff its queue is non-empty and not held.
-    ready: VecDeque<QueueId>,
+    pub(super) ready: VecDeque<QueueId>,
     /// Unordered mode's messages: any worker, any order.
-    free: VecDeque<Job>,
+    pub(super) free: VecDeque<Job>,
     /// Messages queued (ready or behind a held key).
-    queued: usize,
+    pub(super) queued: usize,
     /// Messages a worker could claim right now (in ready keys or `free`).
     claimable: usize,
     /// Workers waiting for work.
@@ -122,13 +123,13 @@ struct Sched {
     /// Draining: workers exit once nothing is left for them.
     closing: bool,
     /// Aborted: queued messages were dropped; workers exit.
-    aborted: bool,
+    pub(super) aborted: bool,
 }
 
 impl Sched {
     /// Appends a job to its queue; returns 1 if it became claimable.
     #[inline]
-    fn push(&mut self, id: Option<QueueId>, job: Job) -> usize {
+    pub(super) fn push(&mut self, id: Option<QueueId>, job: Job) -> usize {
         self.queued += 1;
         let Some(id) = id else {
             self.free.push_back(job);
@@ -149,7 +150,12 @@ impl Sched {
 
     /// Moves about `target` messages into `run` (whole keys, in order, at
     /// least one key), marking their keys held; false if nothing is ready.
-    fn claim(&mut self, target: usize, run: &mut Vec<Job>, held: &mut Vec<QueueId>) -> bool {
+    pub(super) fn claim(
+        &mut self,
+        target: usize,
+        run: &mut Vec<Job>,
+        held: &mut Vec<QueueId>,
+    ) -> bool {
         let mut took = 0;
         while took < target {
             if let Some(job) = self.free.pop_front() {
@@ -174,7 +180,7 @@ impl Sched {
 
     /// Gives held keys back: a key with messages that arrived meanwhile
     /// becomes ready again (at the back: keys take turns).
-    fn release(&mut self, held: &mut Vec<QueueId>) {
+    pub(super) fn release(&mut self, held: &mut Vec<QueueId>) {
         for id in held.drain(..) {
             let many = self.queues.len() > KEEP_QUEUES;
             let q = self.queues.get_mut(&id).expect("a held key has a queue");
@@ -194,7 +200,7 @@ impl Sched {
     }
 
     /// Empties every queue (abort): the jobs stay unfinished in the tracker.
-    fn drop_all(&mut self) -> usize {
+    pub(super) fn drop_all(&mut self) -> usize {
         let n = self.queued;
         self.queues.clear();
         self.ready.clear();
@@ -220,6 +226,7 @@ impl Keys {
     /// Starts `workers` threads running `shared`'s handler.
     pub(crate) fn start(
         shared: &Arc<Shared>,
+        handler: &Arc<dyn Handler>,
         workers: usize,
         ordering: Ordering,
     ) -> Result<(Arc<Self>, Vec<JoinHandle<()>>), BuildError> {
@@ -233,9 +240,10 @@ impl Keys {
         for index in 0..workers {
             let sh = Arc::clone(shared);
             let k = Arc::clone(&keys);
+            let h = Arc::clone(handler);
             let spawned = std::thread::Builder::new()
                 .name(format!("mykafkams-worker-{index}"))
-                .spawn(move || k.worker_main(&sh, index));
+                .spawn(move || k.worker_main(&sh, &*h, index));
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
@@ -328,8 +336,8 @@ impl Keys {
     }
 
     /// A worker thread: claim, run, publish, release; sleep when idle.
-    fn worker_main(&self, sh: &Shared, index: usize) {
-        let mut worker = Worker::new(sh, index);
+    fn worker_main(&self, sh: &Shared, handler: &dyn Handler, index: usize) {
+        let mut worker = Worker::new(sh, handler, index);
         let mut run: Vec<Job> = Vec::new();
         let mut held: Vec<QueueId> = Vec::new();
         loop {

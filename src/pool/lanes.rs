@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TryRecvError, TrySen
 use super::capacity::{Capacity, Padded};
 use super::routing::{Ordering, Router};
 use super::worker::{ABORTING, Job, Next, Shared, Worker};
-use super::{BuildError, SubmitError};
+use super::{BuildError, Handler, SubmitError};
 
 /// How often a submitter blocked on a full lane re-checks for abort/stop.
 const RECHECK: Duration = Duration::from_millis(10);
@@ -58,6 +58,7 @@ impl Lanes {
     /// Starts `lanes` threads running `shared`'s handler.
     pub(crate) fn start(
         shared: &Arc<Shared>,
+        handler: &Arc<dyn Handler>,
         lanes: usize,
         lane_capacity: usize,
         ordering: Ordering,
@@ -70,9 +71,10 @@ impl Lanes {
             let (tx, rx) = crossbeam_channel::bounded(lane_capacity);
             let sh = Arc::clone(shared);
             let q = Arc::clone(&queued);
+            let h = Arc::clone(handler);
             let spawned = std::thread::Builder::new()
                 .name(format!("mykafkams-lane-{lane}"))
-                .spawn(move || lane_main(&sh, &q[lane], lane, rx));
+                .spawn(move || lane_main(&sh, &*h, &q[lane], lane, rx));
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
@@ -326,8 +328,14 @@ impl Drop for LaneReservation<'_> {
 }
 
 /// A lane thread: runs its queue in order, publishing in blocks.
-fn lane_main(sh: &Shared, queued: &AtomicUsize, lane: usize, rx: Receiver<LaneMsg>) {
-    let mut worker = Worker::new(sh, lane);
+fn lane_main(
+    sh: &Shared,
+    handler: &dyn Handler,
+    queued: &AtomicUsize,
+    lane: usize,
+    rx: Receiver<LaneMsg>,
+) {
+    let mut worker = Worker::new(sh, handler, lane);
     'run: loop {
         let item = match rx.try_recv() {
             Ok(item) => item,

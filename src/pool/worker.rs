@@ -67,7 +67,6 @@ pub(crate) fn bump(c: &AtomicU64, n: u64) {
 
 /// State shared by the pool handle, its scheduler and its worker threads.
 pub(crate) struct Shared {
-    pub(crate) handler: Box<dyn Handler>,
     pub(crate) tracker: Arc<OffsetTracker>,
     pub(crate) retries: u32,
     pub(crate) backoff_initial: Duration,
@@ -89,6 +88,19 @@ pub(crate) struct Shared {
     /// Interrupts backoff sleeps on abort/stop.
     pub(crate) wake_lock: Mutex<()>,
     pub(crate) wake_cv: Condvar,
+    /// The same for the async engine's backoff sleeps.
+    pub(crate) halt: tokio::sync::Notify,
+}
+
+/// What the failure policy made of a message whose last attempt failed.
+pub(crate) enum Resolution {
+    /// [`FailurePolicy::Skip`]: finished, counted as skipped.
+    Skipped(Completion),
+    /// [`FailurePolicy::DeadLetter`] succeeded: finished, parked elsewhere.
+    DeadLettered(Completion),
+    /// The pool stopped on it (Stop, or a failed dead-letter callback): it
+    /// stays unfinished.
+    Stopped,
 }
 
 impl Shared {
@@ -115,8 +127,27 @@ impl Shared {
 
     pub(crate) fn wake_everyone(&self) {
         self.capacity.signal_all();
+        self.halt.notify_waiters();
         let _g = self.wake_lock.lock();
         self.wake_cv.notify_all();
+    }
+
+    /// Whether a message that failed after `retries_done` retries gets
+    /// another attempt (the same rule for every engine).
+    #[inline]
+    pub(crate) fn retries_left(&self, retries_done: u32, error: &HandlerError) -> bool {
+        retries_done < self.retries && !error.is_permanent()
+    }
+
+    /// The wait before retry number `retry` (1 for the first): the initial
+    /// backoff doubled per retry, capped at the maximum.
+    pub(crate) fn backoff_delay(&self, retry: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(retry.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.backoff_initial
+            .saturating_mul(factor)
+            .min(self.backoff_max)
     }
 
     /// Counts messages that were dispatched but will never reach a worker:
@@ -127,14 +158,7 @@ impl Shared {
 
     /// Sleeps for a retry backoff; false if the pool halted meanwhile.
     fn backoff(&self, attempt: u32) -> bool {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        let delay = self
-            .backoff_initial
-            .saturating_mul(factor)
-            .min(self.backoff_max);
-        let deadline = Instant::now() + delay;
+        let deadline = Instant::now() + self.backoff_delay(attempt);
         let mut g = self.wake_lock.lock();
         loop {
             if self.halted() {
@@ -142,6 +166,36 @@ impl Shared {
             }
             if self.wake_cv.wait_until(&mut g, deadline).timed_out() {
                 return !self.halted();
+            }
+        }
+    }
+
+    /// Applies the failure policy to a message whose last attempt failed
+    /// (the same for every engine; the caller counts the outcome).
+    pub(crate) fn resolve_failure(&self, job: Job, error: HandlerError) -> Resolution {
+        match &self.policy {
+            FailurePolicy::Stop => {
+                self.stop_with(job.msg, error);
+                Resolution::Stopped
+            }
+            FailurePolicy::Skip => {
+                tracing::warn!(
+                    topic = %job.msg.topic, partition = job.msg.partition, offset = job.msg.offset,
+                    %error, "message failed after all retries; skipping it"
+                );
+                Resolution::Skipped(job.done)
+            }
+            FailurePolicy::DeadLetter(dead_letter) => {
+                let why = match catch_unwind(AssertUnwindSafe(|| dead_letter(&job.msg, &error))) {
+                    Ok(Ok(())) => return Resolution::DeadLettered(job.done),
+                    Ok(Err(why)) => HandlerError::new(why),
+                    Err(payload) => HandlerError::from_panic(payload),
+                };
+                self.stop_with(
+                    job.msg,
+                    HandlerError::new(format!("dead-letter failed: {why} (handler: {error})")),
+                );
+                Resolution::Stopped
             }
         }
     }
@@ -168,6 +222,7 @@ impl Shared {
 /// One worker thread's state between publishing points.
 pub(crate) struct Worker<'a> {
     shared: &'a Shared,
+    handler: &'a dyn Handler,
     counters: &'a WorkerCounters,
     /// The handler returned `Ok`; finished once a flush succeeds.
     handled: Vec<Job>,
@@ -183,9 +238,10 @@ pub(crate) struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    pub(crate) fn new(shared: &'a Shared, index: usize) -> Self {
+    pub(crate) fn new(shared: &'a Shared, handler: &'a dyn Handler, index: usize) -> Self {
         Self {
             shared,
+            handler,
             counters: &shared.workers[index],
             handled: Vec::with_capacity(PUBLISH_BATCH),
             resolved: Vec::new(),
@@ -270,7 +326,7 @@ impl<'a> Worker<'a> {
         let shared = self.shared;
         let mut attempt = 0u32;
         let error = loop {
-            let error = match catch_unwind(AssertUnwindSafe(|| shared.handler.flush())) {
+            let error = match catch_unwind(AssertUnwindSafe(|| self.handler.flush())) {
                 Ok(Ok(())) => {
                     bump(&self.counters.finished, self.handled.len() as u64);
                     self.completions
@@ -280,7 +336,7 @@ impl<'a> Worker<'a> {
                 Ok(Err(e)) => e,
                 Err(payload) => HandlerError::from_panic(payload),
             };
-            if attempt >= shared.retries {
+            if !shared.retries_left(attempt, &error) {
                 break error;
             }
             attempt += 1;
@@ -308,10 +364,11 @@ impl<'a> Worker<'a> {
     /// failure policy dealt with it (or the pool halted while backing off).
     fn run(&mut self, job: Job) {
         let shared = self.shared;
+        let handler = self.handler;
         let mut attempt = 0u32;
         let error = loop {
             let outcome = catch_unwind(AssertUnwindSafe(|| {
-                shared.handler.handle_attempt(&job.msg, attempt + 1)
+                handler.handle_attempt(&job.msg, attempt + 1)
             }));
             let error = match outcome {
                 Ok(Ok(())) => {
@@ -321,7 +378,7 @@ impl<'a> Worker<'a> {
                 Ok(Err(e)) => e,
                 Err(payload) => HandlerError::from_panic(payload),
             };
-            if attempt >= shared.retries || error.is_permanent() {
+            if !shared.retries_left(attempt, &error) {
                 break error;
             }
             attempt += 1;
@@ -349,39 +406,20 @@ impl<'a> Worker<'a> {
     /// The failure policy for a message whose last attempt failed; returns
     /// its completion if it now counts as finished.
     fn apply_policy(&mut self, job: Job, error: HandlerError) -> Option<Completion> {
-        let shared = self.shared;
         let c = self.counters;
         bump(&c.failed, 1);
-        match &shared.policy {
-            FailurePolicy::Stop => {
-                shared.stop_with(job.msg, error);
-                None
-            }
-            FailurePolicy::Skip => {
-                tracing::warn!(
-                    topic = %job.msg.topic, partition = job.msg.partition, offset = job.msg.offset,
-                    %error, "message failed after all retries; skipping it"
-                );
+        match self.shared.resolve_failure(job, error) {
+            Resolution::Skipped(done) => {
                 bump(&c.skipped, 1);
                 bump(&c.finished, 1);
-                Some(job.done)
+                Some(done)
             }
-            FailurePolicy::DeadLetter(dead_letter) => {
-                let why = match catch_unwind(AssertUnwindSafe(|| dead_letter(&job.msg, &error))) {
-                    Ok(Ok(())) => {
-                        bump(&c.dead_lettered, 1);
-                        bump(&c.finished, 1);
-                        return Some(job.done);
-                    }
-                    Ok(Err(why)) => HandlerError::new(why),
-                    Err(payload) => HandlerError::from_panic(payload),
-                };
-                shared.stop_with(
-                    job.msg,
-                    HandlerError::new(format!("dead-letter failed: {why} (handler: {error})")),
-                );
-                None
+            Resolution::DeadLettered(done) => {
+                bump(&c.dead_lettered, 1);
+                bump(&c.finished, 1);
+                Some(done)
             }
+            Resolution::Stopped => None,
         }
     }
 }
