@@ -10,7 +10,6 @@ use mykafkams::cli;
 use mykafkams::cluster::{self, ClusterConfig};
 use mykafkams::demo::{self, DemoConfig};
 use mykafkams::error::{Error, Result};
-use mykafkams::pool::Scheduler;
 
 /// Show per-key ordered, parallel processing on a real broker.
 #[derive(Parser, Debug)]
@@ -28,9 +27,10 @@ struct Args {
     /// Workers of the main run.
     #[arg(long, default_value_t = 32)]
     workers: usize,
-    /// How messages reach the workers: lanes or keys.
-    #[arg(long, default_value_t = Scheduler::default())]
-    scheduler: Scheduler,
+    /// How messages reach the workers: lanes, keys, or async (an async
+    /// handler; --workers is then its concurrency).
+    #[arg(long, default_value = "keys", value_parser = ["lanes", "keys", "async"])]
+    scheduler: String,
     /// Simulated I/O per message, in milliseconds.
     #[arg(long, default_value_t = 1)]
     work_ms: u64,
@@ -54,11 +54,18 @@ async fn run(args: Args) -> Result<()> {
             "--events, --keys and --workers must be at least 1".into(),
         ));
     }
+    let asynchronous = args.scheduler == "async";
+    if asynchronous && (args.slow_key_ms.is_some() || args.panic_every.is_some()) {
+        return Err(Error::Usage(
+            "--slow-key-ms and --panic-every need a thread scheduler (lanes or keys)".into(),
+        ));
+    }
     let cfg = DemoConfig {
         keys: args.keys,
         events: args.events,
         workers: args.workers,
-        scheduler: args.scheduler,
+        scheduler: args.scheduler.parse().unwrap_or_default(),
+        asynchronous,
         work: Duration::from_millis(args.work_ms),
         sample: args.sample,
         slow_key: args.slow_key_ms.map(Duration::from_millis),
@@ -105,6 +112,9 @@ fn print_verdict(r: &demo::DemoReport, workers: usize, sample: usize) {
     if let (Some(single), Some(speedup)) = (r.single_rate, r.speedup()) {
         println!("throughput, 1 worker      {single:.0} msg/s ({sample}-message sample)");
         println!("speed-up                  {speedup:.1}x");
+    }
+    if let Some(kib) = r.consume_peak_rss_kib {
+        println!("peak RSS while consuming  {} MiB", kib.div_ceil(1024));
     }
     if r.passed() {
         println!("RESULT: PASS (every message handled, every key in order)");

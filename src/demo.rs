@@ -190,6 +190,11 @@ pub struct DemoConfig {
     pub workers: usize,
     /// How messages reach the workers.
     pub scheduler: Scheduler,
+    /// Run the main run's handler as an async one (`tokio::time::sleep` for
+    /// the simulated I/O), with `workers` as the concurrency, instead of on
+    /// worker threads. The single-worker sample stays one thread: the
+    /// speed-up is then over one synchronous worker. No slow key or panics.
+    pub asynchronous: bool,
     /// Simulated I/O per message.
     pub work: Duration,
     /// Events of the single-worker sample (0: no sample).
@@ -216,6 +221,7 @@ impl DemoConfig {
             partitions: 6,
             workers: 32,
             scheduler: Scheduler::default(),
+            asynchronous: false,
             work: Duration::from_millis(1),
             sample: 3000,
             slow_key: None,
@@ -241,6 +247,36 @@ pub struct DemoReport {
     /// Handler panics injected by [`DemoConfig::panic_every`] (each one
     /// caught and the message retried).
     pub panics: u64,
+    /// Peak resident memory (KiB) of the process while it consumed the main
+    /// run: the kernel's high-water mark, reset when consuming starts, so
+    /// producing the events does not count, though heap the producer left
+    /// behind does. `None` where Linux's `/proc/self/clear_refs` is not
+    /// available.
+    pub consume_peak_rss_kib: Option<u64>,
+}
+
+/// Resets this process's peak-RSS mark to its current RSS (Linux); the
+/// current RSS in KiB if that worked.
+fn reset_peak_rss() -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    status_kib("VmRSS:")
+}
+
+/// This process's peak RSS in KiB since start or the last reset (Linux).
+fn peak_rss_kib() -> Option<u64> {
+    status_kib("VmHWM:")
+}
+
+/// A `... kB` field of /proc/self/status.
+fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 impl DemoReport {
@@ -256,7 +292,7 @@ impl DemoReport {
             "events": self.produced,
             "keys": cfg.keys,
             "workers": cfg.workers,
-            "scheduler": cfg.scheduler.to_string(),
+            "scheduler": if cfg.asynchronous { "async".to_string() } else { cfg.scheduler.to_string() },
             "work_ms": cfg.work.as_secs_f64() * 1e3,
             "handled": v.handled,
             "order_violations": v.order_violations,
@@ -269,6 +305,7 @@ impl DemoReport {
             "slow_key_ms": cfg.slow_key.map(|d| d.as_secs_f64() * 1e3),
             "others_rate": self.slow_key.as_ref().map(|(_, r)| r),
             "panics": self.panics,
+            "consume_peak_rss_kib": self.consume_peak_rss_kib,
             "passed": self.passed(),
         })
     }
@@ -382,6 +419,41 @@ async fn consume(
         .into_result()
 }
 
+/// [`consume`] with an async handler: `concurrency` messages in flight,
+/// each sleeping `work` on the tokio timer.
+async fn consume_async(
+    cfg: &DemoConfig,
+    topic: &str,
+    concurrency: usize,
+    checker: Arc<SequenceChecker>,
+    stats: Duration,
+) -> Result<()> {
+    let mut c = ConsumerConfig::new(
+        cfg.cluster.clone(),
+        topic,
+        Partitions::All,
+        format!("{topic}-a{concurrency}"),
+    );
+    c.max_concurrency = concurrency;
+    // The default in-flight budget (10,000), or one per task if more.
+    c.max_in_flight = c.max_in_flight.max(concurrency);
+    c.exit_at_end = true;
+    c.start = StartAt::Earliest;
+    c.stats_interval = stats;
+    let work = cfg.work;
+    let handler = move |m: Message| {
+        let checker = Arc::clone(&checker);
+        async move {
+            tokio::time::sleep(work).await; // the simulated I/O
+            checker.record(m.value.as_deref().unwrap_or_default())
+        }
+    };
+    let (_keep, signals) = tokio::sync::watch::channel(0u32);
+    consumer::run_async(c, handler, FailurePolicy::Stop, signals)
+        .await?
+        .into_result()
+}
+
 /// Runs the demo, printing progress to stderr as it goes.
 pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
     let client = cluster::connect(&cfg.cluster).await?;
@@ -409,10 +481,17 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
     .await?;
     eprintln!("demo: produced in {:.2} s", t.elapsed().as_secs_f64());
 
-    eprintln!(
-        "demo: consuming with {} workers ({} scheduler), {:?} of simulated I/O per message (progress every second)",
-        cfg.workers, cfg.scheduler, cfg.work
-    );
+    if cfg.asynchronous {
+        eprintln!(
+            "demo: consuming with an async handler, concurrency {}, {:?} of simulated async I/O per message (progress every second)",
+            cfg.workers, cfg.work
+        );
+    } else {
+        eprintln!(
+            "demo: consuming with {} workers ({} scheduler), {:?} of simulated I/O per message (progress every second)",
+            cfg.workers, cfg.scheduler, cfg.work
+        );
+    }
     if let Some(d) = cfg.slow_key {
         eprintln!(
             "demo: key {} is slow: {d:?} per message until every other key is done",
@@ -429,15 +508,32 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
         );
     }
     let panics = Arc::new(AtomicU64::new(0));
-    consume(
-        &cfg,
-        &topic,
-        cfg.workers,
-        Arc::clone(&checker),
-        Duration::from_secs(1),
-        Arc::clone(&panics),
-    )
-    .await?;
+    let rss_before = reset_peak_rss();
+    if let Some(kib) = rss_before {
+        eprintln!("demo: RSS before consuming: {} MiB", kib.div_ceil(1024));
+    }
+    if cfg.asynchronous {
+        let every_second = Duration::from_secs(1);
+        consume_async(
+            &cfg,
+            &topic,
+            cfg.workers,
+            Arc::clone(&checker),
+            every_second,
+        )
+        .await?;
+    } else {
+        consume(
+            &cfg,
+            &topic,
+            cfg.workers,
+            Arc::clone(&checker),
+            Duration::from_secs(1),
+            Arc::clone(&panics),
+        )
+        .await?;
+    }
+    let consume_rss = rss_before.and(peak_rss_kib());
     let panics = panics.load(Ordering::Relaxed);
     let verdict = checker.verdict_of(keys.iter().enumerate().map(|(i, k)| (k, per_key(i))));
     let rate = checker.rate();
@@ -450,6 +546,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
             single_rate: None,
             slow_key,
             panics,
+            consume_peak_rss_kib: consume_rss,
         });
     }
 
@@ -473,6 +570,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
         keys: sample_keys.len(),
         slow_key: None,
         panic_every: None,
+        asynchronous: false,
         ..cfg.clone()
     };
     consume(
@@ -492,6 +590,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoReport> {
         single_rate: Some(single.rate()),
         slow_key,
         panics,
+        consume_peak_rss_kib: consume_rss,
     })
 }
 
