@@ -270,7 +270,7 @@ impl<'a> Worker<'a> {
         let shared = self.shared;
         let mut attempt = 0u32;
         let error = loop {
-            let error = match catch_unwind(AssertUnwindSafe(|| shared.handler.flush())) {
+            let mut error = match catch_unwind(AssertUnwindSafe(|| shared.handler.flush())) {
                 Ok(Ok(())) => {
                     bump(&self.counters.finished, self.handled.len() as u64);
                     self.completions
@@ -281,6 +281,7 @@ impl<'a> Worker<'a> {
                 Err(payload) => HandlerError::from_panic(payload),
             };
             if attempt >= shared.retries {
+                error.set_attempts(attempt + 1);
                 break error;
             }
             attempt += 1;
@@ -313,7 +314,7 @@ impl<'a> Worker<'a> {
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 shared.handler.handle_attempt(&job.msg, attempt + 1)
             }));
-            let error = match outcome {
+            let mut error = match outcome {
                 Ok(Ok(())) => {
                     self.handled.push(job);
                     return;
@@ -322,6 +323,7 @@ impl<'a> Worker<'a> {
                 Err(payload) => HandlerError::from_panic(payload),
             };
             if attempt >= shared.retries || error.is_permanent() {
+                error.set_attempts(attempt + 1);
                 break error;
             }
             attempt += 1;
