@@ -344,7 +344,8 @@ fn a_failing_exec_command_goes_to_the_dead_letter_topic_and_the_key_moves_on() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok1\nok2\n");
     assert!(stderr.contains("1 dead-lettered"), "{stderr}");
-    assert!(stderr.contains("2 retried"), "{stderr}");
+    // Exit 3 is not EX_TEMPFAIL (75): no retries.
+    assert!(stderr.contains(" 0 retried"), "{stderr}");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let records = rt.block_on(async {
@@ -380,6 +381,8 @@ fn a_failing_exec_command_goes_to_the_dead_letter_topic_and_the_key_moves_on() {
     assert_eq!(header(mykafkams::dlq::HEADER_TOPIC), topic);
     assert_eq!(header(mykafkams::dlq::HEADER_PARTITION), "0");
     assert_eq!(header(mykafkams::dlq::HEADER_OFFSET), "1");
+    assert_eq!(header(mykafkams::dlq::HEADER_ATTEMPTS), "1");
+    assert_eq!(header(mykafkams::dlq::HEADER_EXIT_CODE), "3");
 }
 
 /// Peak resident memory (VmHWM) of a process, in KiB.

@@ -119,8 +119,9 @@ pub struct ConsumerArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,
     /// What to do with each message: print; exec (runs the command after
-    /// `--` per message); pipe (long-lived processes of the command after
-    /// `--`, one JSON line per message each way: see the README).
+    /// `--` per message: exit 0 is done, 75 is retried, any other status
+    /// fails without retries); pipe (long-lived processes of the command
+    /// after `--`, one JSON line per message each way: see the README).
     #[arg(long, default_value = "print", value_parser = ["print", "exec", "pipe"])]
     handler: String,
     /// --handler pipe: processes to keep running.

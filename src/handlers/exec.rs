@@ -1,9 +1,23 @@
 //! `--handler exec -- CMD ARGS...`: runs a command per message, so any shell
 //! tool gets per-key ordered, parallel processing. The value goes to the
 //! command's stdin; `KAFKA_TOPIC`, `KAFKA_PARTITION`, `KAFKA_OFFSET` and
-//! `KAFKA_KEY` are in its environment. Exit status 0 finishes the message; any
-//! other status (or a failure to start) is a handler error, retried and then
-//! given to the `--on-failure` policy.
+//! `KAFKA_KEY` are in its environment. Its stdout is the consumer's; its
+//! stderr is kept for the error (below).
+//!
+//! The exit status says what happened:
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 0 | done: the message is finished |
+//! | 75 ([`EXIT_TEMPFAIL`]) | a temporary failure: retried with backoff, then `--on-failure` |
+//! | any other, or death by a signal | a failure retrying cannot mend ([`HandlerError::permanent`]): straight to `--on-failure`, no retries |
+//!
+//! A command that cannot be started, or that times out (below), is a
+//! temporary failure too. The error of a command that ran carries the last
+//! [`STDERR_KEEP`] bytes of its stderr as the [`HEADER_STDERR`] detail and its
+//! exit code (when it had one) as [`HEADER_EXIT_CODE`]; a dead-letter copy
+//! ([`crate::dlq`]) has them as headers, next to the attempts made. The
+//! reason text carries a short tail of stderr, whitespace collapsed.
 //!
 //! The command runs in a process group of its own. One still running at the
 //! timeout (`--handler-timeout`, [`ExecHandler::with_timeout`]) is killed
@@ -18,10 +32,19 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::dlq::{HEADER_EXIT_CODE, HEADER_STDERR};
 use crate::message::Message;
 use crate::pool::{Handler, HandlerError};
 
-/// Longest piece of a failing command's stderr kept in the error.
+/// The exit status that asks for a retry: `EX_TEMPFAIL` of `sysexits.h`.
+/// Any other non-zero status fails the message without retries.
+pub const EXIT_TEMPFAIL: i32 = 75;
+
+/// How much of a failing command's stderr its error keeps (the last bytes,
+/// raw) as the [`HEADER_STDERR`] detail of a dead-letter copy: 4 KiB.
+pub const STDERR_KEEP: usize = 4096;
+
+/// Longest piece of a failing command's stderr in the error's reason.
 const STDERR_TAIL: usize = 512;
 
 /// The default of [`ExecHandler::with_timeout`] (and of `--handler-timeout`).
@@ -87,9 +110,7 @@ impl Handler for ExecHandler {
         let value = msg.value.clone().unwrap_or_default();
         let (exit_tx, exit_rx) = mpsc::channel();
         let started = spawn_named("exec-stderr", move || {
-            let mut buf = Vec::new();
-            let _ = stderr.read_to_end(&mut buf);
-            let _ = stderr_tx.send(buf);
+            let _ = stderr_tx.send(read_tail(&mut stderr, STDERR_KEEP));
         })
         .and_then(|()| {
             spawn_named("exec-wait", move || {
@@ -135,17 +156,50 @@ impl Handler for ExecHandler {
             .wait()
             .map_err(|e| HandlerError::new(format!("waiting for '{}': {e}", self.program)))?;
         let tail = stderr_tail(&err);
-        if let Err(reason) = exited {
-            return Err(HandlerError::new(with_tail(reason, &tail)));
-        }
-        if status.success() {
-            return Ok(());
-        }
-        Err(HandlerError::new(with_tail(
-            format!("'{}' exited with {status}", self.program),
-            &tail,
-        )))
+        let reason = match exited {
+            Err(reason) => {
+                return Err(
+                    HandlerError::new(with_tail(reason, &tail)).with_detail(HEADER_STDERR, err)
+                );
+            }
+            Ok(()) => with_tail(format!("'{}' exited with {status}", self.program), &tail),
+        };
+        let error = match status.code() {
+            Some(0) => return Ok(()),
+            Some(EXIT_TEMPFAIL) => HandlerError::new(reason),
+            // Any other code, or death by a signal: retrying cannot help.
+            _ => HandlerError::permanent(reason),
+        };
+        let error = match status.code() {
+            Some(code) => error.with_detail(HEADER_EXIT_CODE, code.to_string()),
+            None => error,
+        };
+        Err(error.with_detail(HEADER_STDERR, err))
     }
+}
+
+/// Reads `r` to its end, keeping only the last `keep` bytes.
+fn read_tail(r: &mut impl Read, keep: usize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match r.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                // Trim now and then, not on every read.
+                if buf.len() > 2 * keep {
+                    buf.drain(..buf.len() - keep);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if buf.len() > keep {
+        buf.drain(..buf.len() - keep);
+    }
+    buf
 }
 
 /// The time left until `deadline` (`None`: there is none).
@@ -284,15 +338,69 @@ mod tests {
     }
 
     #[test]
-    fn missing_program_is_an_error_not_a_panic() {
+    fn missing_program_is_a_retried_error_not_a_panic() {
         let h = ExecHandler::new(&["/nonexistent/tool".into()]).unwrap();
-        assert!(
-            h.handle(&msg())
-                .unwrap_err()
-                .message()
-                .contains("cannot start")
-        );
+        let err = h.handle(&msg()).unwrap_err();
+        assert!(err.message().contains("cannot start"), "{err}");
+        assert!(!err.is_permanent(), "{err}");
+        assert_eq!(err.details().count(), 0, "it never ran");
         assert!(ExecHandler::new(&[]).is_none());
+    }
+
+    #[test]
+    fn exit_0_is_done() {
+        sh("echo noise >&2; exit 0").handle(&msg()).unwrap();
+    }
+
+    #[test]
+    fn exit_75_is_a_temporary_failure_that_is_retried() {
+        let err = sh("echo later >&2; exit 75").handle(&msg()).unwrap_err();
+        assert!(!err.is_permanent(), "{err}");
+        assert_eq!(err.detail(HEADER_EXIT_CODE).unwrap(), "75");
+        assert_eq!(err.detail(HEADER_STDERR).unwrap(), "later\n");
+    }
+
+    #[test]
+    fn any_other_exit_code_fails_without_retries() {
+        for code in [1, 3, 64, 74, 76, 255] {
+            let err = sh(&format!("exit {code}")).handle(&msg()).unwrap_err();
+            assert!(err.is_permanent(), "exit {code}: {err}");
+            assert_eq!(
+                err.detail(HEADER_EXIT_CODE).unwrap(),
+                code.to_string().as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn death_by_a_signal_fails_without_retries_and_has_no_exit_code() {
+        let err = sh("kill -9 $$").handle(&msg()).unwrap_err();
+        assert!(err.is_permanent(), "{err}");
+        assert!(err.message().contains("signal"), "{err}");
+        assert_eq!(err.detail(HEADER_EXIT_CODE), None);
+    }
+
+    #[test]
+    fn the_error_carries_exactly_the_last_4_kib_of_a_larger_stderr() {
+        // seq 1 3000 writes 13,893 bytes.
+        let err = sh("seq 1 3000 >&2; exit 3").handle(&msg()).unwrap_err();
+        let all: String = (1..=3000).map(|i| format!("{i}\n")).collect();
+        let want = &all.as_bytes()[all.len() - STDERR_KEEP..];
+        assert_eq!(STDERR_KEEP, 4096);
+        assert_eq!(&err.detail(HEADER_STDERR).unwrap()[..], want);
+        assert_eq!(err.detail(HEADER_EXIT_CODE).unwrap(), "3");
+        // The reason keeps a short tail only, on one line.
+        assert!(err.message().ends_with("2998 2999 3000"), "{err}");
+        assert!(err.message().len() < 700, "{}", err.message().len());
+    }
+
+    #[test]
+    fn read_tail_keeps_the_last_bytes_whatever_the_read_sizes() {
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        for keep in [1, 100, 4096, 60_000] {
+            let got = read_tail(&mut &data[..], keep);
+            assert_eq!(got, &data[data.len().saturating_sub(keep)..], "keep {keep}");
+        }
     }
 
     /// A fresh temporary file path for a script to write into.
@@ -351,6 +459,7 @@ mod tests {
         assert!(took >= Duration::from_millis(300), "took {took:?}");
         assert!(err.message().contains("timed out after 300ms"), "{err}");
         assert!(!err.is_permanent(), "a timeout is retried: {err}");
+        assert_eq!(err.detail(HEADER_EXIT_CODE), None, "killed: no exit code");
     }
 
     #[test]
