@@ -347,24 +347,9 @@ fn a_failing_exec_command_goes_to_the_dead_letter_topic_and_the_key_moves_on() {
     // Exit 3 is not EX_TEMPFAIL (75): no retries.
     assert!(stderr.contains(" 0 retried"), "{stderr}");
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let records = rt.block_on(async {
-        let client = rskafka::client::ClientBuilder::new(vec![addr])
-            .build()
-            .await
-            .unwrap();
-        let pc = client
-            .partition_client(
-                dlq.clone(),
-                0,
-                rskafka::client::partition::UnknownTopicHandling::Retry,
-            )
-            .await
-            .unwrap();
-        pc.fetch_records(0, 1..1_000_000, 1_000).await.unwrap().0
-    });
+    let records = read_partition(&dlq, 0);
     assert_eq!(records.len(), 1, "{records:?}");
-    let r = &records[0].record;
+    let r = &records[0];
     assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
     assert_eq!(r.value.as_deref(), Some(&b"bad"[..]));
     let header = |k: &str| String::from_utf8_lossy(&r.headers[k]).to_string();
