@@ -1,6 +1,8 @@
 //! `--on-failure dlq:<topic>`: a message that still fails after its retries is
-//! produced to a dead-letter topic, with the error and its origin in headers,
-//! and only then marked finished, so it is parked, never lost.
+//! produced to a dead-letter topic, with the error, the attempts made and its
+//! origin in headers, and only then marked finished, so it is parked, never
+//! lost. The error's [details](HandlerError::with_detail) become headers too:
+//! `--handler exec` attaches [`HEADER_EXIT_CODE`] and [`HEADER_STDERR`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +26,16 @@ pub const HEADER_TOPIC: &str = "mykafkams.topic";
 pub const HEADER_PARTITION: &str = "mykafkams.partition";
 /// Header carrying the offset the message had.
 pub const HEADER_OFFSET: &str = "mykafkams.offset";
+/// Header carrying how many times the handler ran the message (the first
+/// attempt and its retries), in decimal.
+pub const HEADER_ATTEMPTS: &str = "mykafkams.attempts";
+/// Header carrying the exit code of the last run of a `--handler exec`
+/// command, in decimal; absent when it had none (killed at its timeout, by a
+/// signal, or never started).
+pub const HEADER_EXIT_CODE: &str = "mykafkams.exit-code";
+/// Header carrying the last 4 KiB of the last run's stderr of a `--handler
+/// exec` command, as raw bytes.
+pub const HEADER_STDERR: &str = "mykafkams.stderr";
 
 /// Longest a dead-letter write may take before it counts as failed.
 const DLQ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -61,26 +73,16 @@ impl DeadLetterQueue {
         })
     }
 
-    /// Produces `msg` with `err` to the dead-letter topic and waits for the
-    /// acknowledgement. Keyed messages keep their key (and so their order
-    /// within the dead-letter topic). Must not be called from an async task.
+    /// Produces `msg` with `err` (its reason, attempts and details) to the
+    /// dead-letter topic and waits for the acknowledgement. Keyed messages
+    /// keep their key (and so their order within the dead-letter topic).
+    /// Must not be called from an async task.
     pub fn send_blocking(
         &self,
         msg: &Message,
         err: &HandlerError,
     ) -> std::result::Result<(), String> {
-        let mut headers: BTreeMap<String, Vec<u8>> = msg
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_vec()))
-            .collect();
-        headers.insert(HEADER_ERROR.into(), err.message().as_bytes().to_vec());
-        headers.insert(HEADER_TOPIC.into(), msg.topic.as_bytes().to_vec());
-        headers.insert(
-            HEADER_PARTITION.into(),
-            msg.partition.to_string().into_bytes(),
-        );
-        headers.insert(HEADER_OFFSET.into(), msg.offset.to_string().into_bytes());
+        let headers = dead_letter_headers(msg, err);
         let n = self.partitions.len() as i32;
         let p = match &msg.key {
             Some(k) => partition_for_key(k, n),
@@ -114,5 +116,68 @@ impl DeadLetterQueue {
     /// The pool failure policy that sends to this queue.
     pub fn policy(self: Arc<Self>) -> FailurePolicy {
         FailurePolicy::DeadLetter(Arc::new(move |msg, err| self.send_blocking(msg, err)))
+    }
+}
+
+/// The headers of a dead-letter copy: the message's own, then the error's
+/// details, then ours (which win over either on a clash of names).
+fn dead_letter_headers(msg: &Message, err: &HandlerError) -> BTreeMap<String, Vec<u8>> {
+    let mut headers: BTreeMap<String, Vec<u8>> = msg
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_vec()))
+        .collect();
+    for (name, value) in err.details() {
+        headers.insert(name.into(), value.to_vec());
+    }
+    headers.insert(HEADER_ERROR.into(), err.message().as_bytes().to_vec());
+    headers.insert(
+        HEADER_ATTEMPTS.into(),
+        err.attempts().to_string().into_bytes(),
+    );
+    headers.insert(HEADER_TOPIC.into(), msg.topic.as_bytes().to_vec());
+    headers.insert(
+        HEADER_PARTITION.into(),
+        msg.partition.to_string().into_bytes(),
+    );
+    headers.insert(HEADER_OFFSET.into(), msg.offset.to_string().into_bytes());
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Headers;
+    use bytes::Bytes;
+
+    #[test]
+    fn details_and_attempts_become_headers_and_ours_win_a_clash() {
+        let mut headers = Headers::new();
+        headers.push("trace", Bytes::from_static(b"t-1"));
+        headers.push(HEADER_ATTEMPTS, Bytes::from_static(b"forged"));
+        let msg = Message {
+            topic: Arc::from("orders"),
+            partition: 2,
+            offset: 7,
+            key: None,
+            value: None,
+            timestamp_ms: 0,
+            headers,
+        };
+        let mut err = HandlerError::permanent("boom")
+            .with_detail(HEADER_EXIT_CODE, "3")
+            .with_detail(HEADER_STDERR, &b"\xffraw"[..])
+            .with_detail(HEADER_OFFSET, "forged");
+        err.set_attempts(4);
+        let h = dead_letter_headers(&msg, &err);
+        let get = |k: &str| h.get(k).map(|v| v.as_slice());
+        assert_eq!(get("trace"), Some(&b"t-1"[..]));
+        assert_eq!(get(HEADER_ERROR), Some(&b"boom"[..]));
+        assert_eq!(get(HEADER_ATTEMPTS), Some(&b"4"[..]));
+        assert_eq!(get(HEADER_EXIT_CODE), Some(&b"3"[..]));
+        assert_eq!(get(HEADER_STDERR), Some(&b"\xffraw"[..]));
+        assert_eq!(get(HEADER_OFFSET), Some(&b"7"[..]));
+        assert_eq!(get(HEADER_TOPIC), Some(&b"orders"[..]));
+        assert_eq!(get(HEADER_PARTITION), Some(&b"2"[..]));
     }
 }

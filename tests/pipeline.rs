@@ -344,26 +344,12 @@ fn a_failing_exec_command_goes_to_the_dead_letter_topic_and_the_key_moves_on() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok1\nok2\n");
     assert!(stderr.contains("1 dead-lettered"), "{stderr}");
-    assert!(stderr.contains("2 retried"), "{stderr}");
+    // Exit 3 is not EX_TEMPFAIL (75): no retries.
+    assert!(stderr.contains(" 0 retried"), "{stderr}");
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let records = rt.block_on(async {
-        let client = rskafka::client::ClientBuilder::new(vec![addr])
-            .build()
-            .await
-            .unwrap();
-        let pc = client
-            .partition_client(
-                dlq.clone(),
-                0,
-                rskafka::client::partition::UnknownTopicHandling::Retry,
-            )
-            .await
-            .unwrap();
-        pc.fetch_records(0, 1..1_000_000, 1_000).await.unwrap().0
-    });
+    let records = read_partition(&dlq, 0);
     assert_eq!(records.len(), 1, "{records:?}");
-    let r = &records[0].record;
+    let r = &records[0];
     assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
     assert_eq!(r.value.as_deref(), Some(&b"bad"[..]));
     let header = |k: &str| String::from_utf8_lossy(&r.headers[k]).to_string();
@@ -380,6 +366,8 @@ fn a_failing_exec_command_goes_to_the_dead_letter_topic_and_the_key_moves_on() {
     assert_eq!(header(mykafkams::dlq::HEADER_TOPIC), topic);
     assert_eq!(header(mykafkams::dlq::HEADER_PARTITION), "0");
     assert_eq!(header(mykafkams::dlq::HEADER_OFFSET), "1");
+    assert_eq!(header(mykafkams::dlq::HEADER_ATTEMPTS), "1");
+    assert_eq!(header(mykafkams::dlq::HEADER_EXIT_CODE), "3");
 }
 
 /// Peak resident memory (VmHWM) of a process, in KiB.

@@ -401,11 +401,14 @@ proptest! {
         let tracker = Arc::new(OffsetTracker::new());
         let retries = 1;
         let lettered: Arc<Mutex<Vec<(i32, i64)>>> = Arc::default();
+        let attempts: Arc<Mutex<Vec<u32>>> = Arc::default();
         let policy = if dead_letter {
             let lettered = Arc::clone(&lettered);
+            let attempts = Arc::clone(&attempts);
             FailurePolicy::DeadLetter(Arc::new(move |m: &Message, e: &HandlerError| {
                 assert!(e.message().contains(INJECTED));
                 lettered.lock().push((m.partition, m.offset));
+                attempts.lock().push(e.attempts());
                 Ok(())
             }))
         } else {
@@ -435,6 +438,10 @@ proptest! {
             expect_failed.sort();
             prop_assert_eq!(got, expect_failed);
             prop_assert_eq!(stats.dead_lettered, stats.failed);
+            // The policy is told every attempt made: the first and each retry.
+            for a in attempts.lock().iter() {
+                prop_assert_eq!(*a, retries + 1);
+            }
         } else {
             prop_assert_eq!(stats.skipped, stats.failed);
         }

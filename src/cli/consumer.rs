@@ -119,8 +119,9 @@ pub struct ConsumerArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,
     /// What to do with each message: print; exec (runs the command after
-    /// `--` per message); pipe (long-lived processes of the command after
-    /// `--`, one JSON line per message each way: see the README).
+    /// `--` per message: exit 0 is done, 75 is retried, any other status
+    /// fails without retries); pipe (long-lived processes of the command
+    /// after `--`, one JSON line per message each way: see the README).
     #[arg(long, default_value = "print", value_parser = ["print", "exec", "pipe"])]
     handler: String,
     /// --handler pipe: processes to keep running.
@@ -130,8 +131,9 @@ pub struct ConsumerArgs {
     /// distinct keys).
     #[arg(long, default_value_t = 16, env = "KAFKA_PIPE_INFLIGHT")]
     pipe_inflight: usize,
-    /// --handler pipe: a message unanswered this long fails (retried, then
-    /// --on-failure) and its process is replaced.
+    /// A message not handled this long fails (retried, then --on-failure).
+    /// exec: the command and its process group are killed; pipe: the
+    /// process is replaced.
     #[arg(long, default_value = "30s", env = "KAFKA_HANDLER_TIMEOUT", value_parser = parse_duration)]
     handler_timeout: Duration,
     /// Output of --handler print: value, text (partition, offset, key, value), json.
@@ -425,7 +427,11 @@ pub async fn main(args: ConsumerArgs, command_line: CommandLine) -> Result<()> {
                 args.handler
             )));
         }
-        ("exec", false) => Chosen::Exec(ExecHandler::new(&args.command).expect("non-empty")),
+        ("exec", false) => Chosen::Exec(
+            ExecHandler::new(&args.command)
+                .expect("non-empty")
+                .with_timeout(args.handler_timeout),
+        ),
         ("pipe", false) => Chosen::Pipe(
             PipeHandler::start(PipeConfig {
                 command: args.command.clone(),

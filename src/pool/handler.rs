@@ -5,6 +5,8 @@ use std::any::Any;
 use std::fmt;
 use std::future::Future;
 
+use bytes::Bytes;
+
 use crate::Message;
 
 /// The user's processing step. Called on a lane thread, one message at a
@@ -114,11 +116,16 @@ where
 }
 
 /// A handler failure: a human-readable reason (also what a dead-letter
-/// callback receives and what is logged).
+/// callback receives and what is logged), optional named details for a
+/// dead-letter copy's headers ([`with_detail`](Self::with_detail)), and the
+/// number of attempts made, which the pool fills in before it hands the
+/// error to the failure policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandlerError {
     message: String,
     permanent: bool,
+    attempts: u32,
+    details: Vec<(&'static str, Bytes)>,
 }
 
 impl HandlerError {
@@ -128,6 +135,8 @@ impl HandlerError {
         Self {
             message: message.into(),
             permanent: false,
+            attempts: 0,
+            details: Vec::new(),
         }
     }
 
@@ -135,9 +144,48 @@ impl HandlerError {
     /// bad): no retries, straight to the failure policy.
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
-            message: message.into(),
             permanent: true,
+            ..Self::new(message)
         }
+    }
+
+    /// Attaches a named detail in raw bytes (an exit code, a stderr tail,
+    /// ...). A dead-letter copy ([`crate::dlq`]) carries each one as a
+    /// header of that name, e.g. [`crate::dlq::HEADER_STDERR`]; the pool's own
+    /// headers win over a detail of the same name. A second detail of one
+    /// name replaces the first.
+    pub fn with_detail(mut self, name: &'static str, value: impl Into<Bytes>) -> Self {
+        let value = value.into();
+        match self.details.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.details.push((name, value)),
+        }
+        self
+    }
+
+    /// The detail attached under `name`, if any.
+    pub fn detail(&self, name: &str) -> Option<&Bytes> {
+        self.details
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Every detail, in the order they were attached.
+    pub fn details(&self) -> impl Iterator<Item = (&'static str, &Bytes)> {
+        self.details.iter().map(|(n, v)| (*n, v))
+    }
+
+    /// How many times the handler ran the message before giving up (the
+    /// first attempt and its retries), as the pool counted them when it
+    /// applied the failure policy; 0 on an error the pool has not seen.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Records the attempts made; the worker calls it when it stops retrying.
+    pub(crate) fn set_attempts(&mut self, attempts: u32) {
+        self.attempts = attempts;
     }
 
     /// Whether this error skips the retries ([`permanent`](Self::permanent)).
@@ -181,5 +229,25 @@ impl From<String> for HandlerError {
 impl From<&str> for HandlerError {
     fn from(message: &str) -> Self {
         Self::new(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_are_kept_by_name_and_a_second_one_replaces_the_first() {
+        let err = HandlerError::permanent("bad")
+            .with_detail("a", "1")
+            .with_detail("b", Bytes::from_static(b"\xff"))
+            .with_detail("a", "2");
+        assert!(err.is_permanent());
+        assert_eq!(err.detail("a").map(|v| &v[..]), Some(&b"2"[..]));
+        assert_eq!(err.detail("b").map(|v| &v[..]), Some(&b"\xff"[..]));
+        assert_eq!(err.detail("c"), None);
+        let names: Vec<&str> = err.details().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(err.attempts(), 0, "the pool sets it");
     }
 }

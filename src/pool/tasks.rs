@@ -314,12 +314,13 @@ async fn attempts<H: AsyncHandler>(
                 }
             }
         };
-        let error = match outcome {
+        let mut error = match outcome {
             Ok(Ok(())) => return Ran::Done,
             Ok(Err(e)) => e,
             Err(payload) => HandlerError::from_panic(payload),
         };
         if !sh.retries_left(retries, &error) {
+            error.set_attempts(retries + 1);
             return Ran::Failed(error);
         }
         retries += 1;

@@ -326,7 +326,7 @@ impl<'a> Worker<'a> {
         let shared = self.shared;
         let mut attempt = 0u32;
         let error = loop {
-            let error = match catch_unwind(AssertUnwindSafe(|| self.handler.flush())) {
+            let mut error = match catch_unwind(AssertUnwindSafe(|| self.handler.flush())) {
                 Ok(Ok(())) => {
                     bump(&self.counters.finished, self.handled.len() as u64);
                     self.completions
@@ -337,6 +337,7 @@ impl<'a> Worker<'a> {
                 Err(payload) => HandlerError::from_panic(payload),
             };
             if !shared.retries_left(attempt, &error) {
+                error.set_attempts(attempt + 1);
                 break error;
             }
             attempt += 1;
@@ -370,7 +371,7 @@ impl<'a> Worker<'a> {
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 handler.handle_attempt(&job.msg, attempt + 1)
             }));
-            let error = match outcome {
+            let mut error = match outcome {
                 Ok(Ok(())) => {
                     self.handled.push(job);
                     return;
@@ -379,6 +380,7 @@ impl<'a> Worker<'a> {
                 Err(payload) => HandlerError::from_panic(payload),
             };
             if !shared.retries_left(attempt, &error) {
+                error.set_attempts(attempt + 1);
                 break error;
             }
             attempt += 1;

@@ -170,6 +170,33 @@ pub fn produce_sequences(topic: &str, partitions: i32, keys: usize, per_key: usi
     keys * per_key
 }
 
+/// Every record of `topic`'s `partition` from offset 0, read with rskafka
+/// (what a dead-letter topic holds, headers included).
+pub fn read_partition(topic: &str, partition: i32) -> Vec<rskafka::record::Record> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = rskafka::client::ClientBuilder::new(vec![bootstrap()])
+            .build()
+            .await
+            .unwrap();
+        let pc = client
+            .partition_client(
+                topic.to_string(),
+                partition,
+                rskafka::client::partition::UnknownTopicHandling::Retry,
+            )
+            .await
+            .unwrap();
+        pc.fetch_records(0, 1..1_000_000, 1_000)
+            .await
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|r| r.record)
+            .collect()
+    })
+}
+
 /// Sends `signal` to a child process.
 pub fn signal(child: &std::process::Child, signal: i32) {
     // SAFETY: kill(2) on a pid we own; no memory is involved.
