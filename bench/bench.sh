@@ -9,12 +9,14 @@
 #        ours vs kcat -C -e                                        bench/consume.sh
 #   3    consume 1 M with --format value and --format json        bench/consume.sh
 #   4    1 ms of I/O, 1,000 keys: 1/16/64/128 workers per scheduler, speed-up
-#        over 1 worker vs the ideal N x (per-key order checked)     bench/scale.sh
+#        over 1 worker vs the ideal N x (per-key order checked), and an async
+#        handler at concurrency 1,000 vs one synchronous worker      bench/scale.sh
 #   HOL  one key taking 1 s a message, 64 workers: the other keys'
 #        throughput vs a run without it (target within 10 %)      bench/scale.sh
 #   5    end-to-end latency p50/p99/p99.9 at 10,000 msg/s          bench/latency.sh
 #   6    peak RSS of the consumer (6 and 64 partitions, 1 M backlog) and the
-#        producer, from the runs of rows 1 and 2
+#        producer, from the runs of rows 1 and 2; of an async handler at
+#        10,000 keys and concurrency 10,000 (bench/scale.sh)
 #   core the ordering core next to a raw channel (benches/core.rs, `just
 #        bench-core`; no broker, seconds), printed below the table
 # Each script's own, more detailed table goes to target/bench/<name>.txt, its
@@ -96,6 +98,10 @@ rows=$(jq -n --argjson produce "$(part produce)" --argjson consume "$(part consu
       row("4"; "\(.scheduler), \(.workers) worker(s), 1 ms I/O, 1,000 keys (\(.events | commas) events)";
         "\(.median_msgs_per_s | k) msg/s (\(.min | k)-\(.max | k))"; "ideal \(.ideal)x";
         "\(.speedup_over_1 | f1)x"; .)),
+    (select($scale != null) | $scale.rows[] | select(.kind == "async") |
+      row("4"; "async handler, concurrency \(.concurrency), 1 ms async I/O, 1,000 keys (\(.events | commas) events)";
+        "\(.median_msgs_per_s | k) msg/s (\(.min | k)-\(.max | k))"; "1 sync worker: \(.one_sync_worker_msgs_per_s | k) msg/s; target >= 250x";
+        "\(.speedup_over_one_sync_worker | f1)x (\(.verdict))"; .)),
     (select($scale.note != null) | row("4"; "  note: \($scale.note)"; ""; ""; ""; null)),
     # HOL
     (select($scale != null) | $scale.rows[] | select(.kind == "head_of_line") |
@@ -115,6 +121,9 @@ rows=$(jq -n --argjson produce "$(part produce)" --argjson consume "$(part consu
       (crow("ours-p64") as $o | crow("kcat-p64") as $k | select($o != null) |
         row("6"; "peak RSS, consumer, 64 partitions, \($consume.workload.records | commas) backlog"; $o.peak_rss_kib | mib;
           (if $k.median_s then "kcat: \($k.peak_rss_kib | mib)" else "-" end); "-"; {ours: $o.peak_rss_kib, kcat: $k.peak_rss_kib}))),
+    (select($scale != null) | $scale.rows[] | select(.kind == "async_rss") |
+      row("6"; "peak RSS while consuming, async handler, \(.keys | commas) keys, concurrency \(.concurrency | commas)";
+        (.consume_peak_rss_kib | mib); "target <= 64 MiB"; .verdict; .)),
     (tool("ours") as $o | tool("kcat") as $k | select($o != null) |
       row("6"; "peak RSS, producer, \($produce.workload.records | commas) lines"; $o.peak_rss_kib | mib;
         (if $k.median_s then "kcat: \($k.peak_rss_kib | mib)" else "-" end); "-"; {ours: $o.peak_rss_kib, kcat: $k.peak_rss_kib}))

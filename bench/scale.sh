@@ -18,8 +18,17 @@
 #            keys' throughput, slow run / plain run (target: at least 0.90).
 #            A scheduler that queues keys behind the slow one takes about
 #            events/keys seconds (30 s) to get there.
+#   async    an async handler (--scheduler async: tokio::time::sleep(1 ms) per
+#            message) at concurrency BENCH_SCALE_ASYNC (1000), 1,000 keys,
+#            BENCH_SCALE_ASYNC_EVENTS (300,000) events; its speed-up is over
+#            ONE SYNCHRONOUS worker (the keys scheduler's 1-worker median),
+#            target at least 250x (issue 14);
+#   async RSS  10,000 keys at concurrency 10,000 (BENCH_SCALE_ASYNC_EVENTS
+#            events): the peak RSS while consuming, as the demo reports it
+#            (high-water mark reset when consuming starts), target <= 64 MiB.
 # Both schedulers (--scheduler lanes and keys) take turns, BENCH_RUNS (3)
-# rounds; a demo without --scheduler runs lanes only (a note says so).
+# rounds; a demo without --scheduler runs lanes only (a note says so), one
+# without --scheduler async has no async rows.
 # Any per-key order violation or loss fails the script loudly (exit 1).
 #
 # How to read it: per scheduler and worker count the median msg/s (min-max)
@@ -43,10 +52,13 @@ hol_events=${BENCH_HOL_EVENTS:-30000}
 hol_workers=${BENCH_HOL_WORKERS:-64}
 slow_ms=${BENCH_HOL_SLOW_MS:-1000}
 keys=1000
+read -r -a async_list <<<"${BENCH_SCALE_ASYNC:-1000}"
+async_events=${BENCH_SCALE_ASYNC_EVENTS:-300000}
+rss_keys=10000
 need_tools
 [ -x "$demo" ] || die "$demo not found: build it first (just build)"
 mkdir -p "$logs"
-printf 'name\trun\twall_s\tuser_s\tsys_s\tstatus\trss_kib\trate\tevents\tworkers\tscheduler\tothers_rate\n' >"$results"
+printf 'name\trun\twall_s\tuser_s\tsys_s\tstatus\trss_kib\trate\tevents\tworkers\tscheduler\tothers_rate\tconsume_rss_kib\n' >"$results"
 
 # Which schedulers this build has.
 schedulers=(lanes)
@@ -59,6 +71,10 @@ else
   say "note: $note"
 fi
 sched_args() { [ "${#schedulers[@]}" = 1 ] || echo "--scheduler $1"; }
+has_async=0
+if grep -q -- "async" <<<"$help"; then has_async=1; else
+  note="${note:+$note; }this build's mykafkams-demo has no --scheduler async: no async rows"
+fi
 
 events_for() { local e=$(( $1 * per_worker )); echo $(( e > max_events ? max_events : (e < keys ? keys : e) )); }
 
@@ -74,19 +90,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# run_one NAME RUN SCHEDULER WORKERS EVENTS [extra demo args]: one demo run.
+# run_one NAME RUN SCHEDULER WORKERS EVENTS [extra demo args]: one demo run
+# (RUN_KEYS overrides the number of keys).
 failed=0
 run_one() {
   local name=$1 run=$2 sched=$3 w=$4 events=$5; shift 5
   local log="$logs/$name-$run.log" json="$logs/$name-$run.json" tfile="$logs/$name-$run.time" rc=0
-  # shellcheck disable=SC2046
-  timed "$tfile" "$demo" --brokers "$broker" --events "$events" --keys "$keys" --workers "$w" --work-ms 1 \
-    --sample 0 --json $(sched_args "$sched") "$@" >"$json" 2>"$log" || rc=$?
+  local sargs; if [ "$sched" = async ]; then sargs="--scheduler async"; else sargs=$(sched_args "$sched"); fi
+  # shellcheck disable=SC2086
+  timed "$tfile" "$demo" --brokers "$broker" --events "$events" --keys "${RUN_KEYS:-$keys}" --workers "$w" --work-ms 1 \
+    --sample 0 --json $sargs "$@" >"$json" 2>"$log" || rc=$?
   grep -oE "to 'mykafkams-demo-[0-9]+'" "$log" | tr -d "'" | awk '{ print $2 }' >>"$topics_file" || true
-  local wall user sys rss rate="" others="" status=ok viol=0 lost=0 handled=0
+  local wall user sys rss rate="" others="" crss="" status=ok viol=0 lost=0 handled=0
   read -r wall user sys rss < <(time_of "$tfile")
   if [ -s "$json" ] && jq -e . "$json" >/dev/null 2>&1; then
     rate=$(jq -r '.rate | floor' "$json"); others=$(jq -r '.others_rate // "" | if . == "" then . else floor end' "$json")
+    crss=$(jq -r '.consume_peak_rss_kib // ""' "$json")
     read -r viol lost handled < <(jq -r '"\(.order_violations) \(.lost) \(.handled)"' "$json")
     if [ "$viol" != 0 ] || [ "$lost" != 0 ]; then
       status="FAILED: $viol per-key order violation(s), $lost lost (log: $log)"
@@ -95,10 +114,10 @@ run_one() {
   fi
   [ "$rc" = 0 ] || [ "$status" != ok ] || status="FAILED: exit $rc (log: $log)"
   [ "$status" = ok ] || failed=1
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$run" "$wall" "$user" "$sys" "$status" "$rss" \
-    "$rate" "$events" "$w" "$sched" "$others" >>"$results"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$run" "$wall" "$user" "$sys" "$status" "$rss" \
+    "$rate" "$events" "$w" "$sched" "$others" "$crss" >>"$results"
   if [ "$status" = ok ]; then
-    say "    $name run $run: ${rate} msg/s${others:+, other keys $others msg/s} ($events events, $wall s in all)"
+    say "    $name run $run: ${rate} msg/s${others:+, other keys $others msg/s}${crss:+, peak RSS consuming $((crss / 1024)) MiB} ($events events, $wall s in all)"
   else
     say "    $name run $run: $status"; tail -n 5 "$log" >&2
     [ "${viol:-0}" = 0 ] || say "PER-KEY ORDER VIOLATED: $viol time(s) in $name run $run (see $log)"
@@ -114,6 +133,15 @@ for run in $(seq 1 "$runs"); do
       run_one "$s-w$w" "$run" "$s" "$w" "$(events_for "$w")"
     done
   done
+  if [ "$has_async" = 1 ]; then
+    say "round $run of $runs: async handler"
+    for c in "${async_list[@]}"; do
+      say "  async, concurrency $c, $async_events events ($run/$runs)"
+      run_one "async-c$c" "$run" async "$c" "$async_events"
+    done
+    say "  async, $rss_keys keys at concurrency $rss_keys, $async_events events ($run/$runs)"
+    RUN_KEYS=$rss_keys run_one "async-rss" "$run" async "$rss_keys" "$async_events"
+  fi
   say "round $run of $runs: head-of-line ($hol_workers workers, $hol_events events, slow key ${slow_ms} ms)"
   for s in "${schedulers[@]}"; do
     say "  $s, plain ($run/$runs)"
@@ -143,6 +171,36 @@ for s in "${schedulers[@]}"; do
         max: ($ma | num), speedup_over_1: ($sp | num), ideal: $w, runs_ok: $ok, runs_failed: $nf, runs: $runs}')")
   done
 done
+if [ "$has_async" = 1 ]; then
+  echo
+  printf '%-34s %10s %15s %18s %9s %s\n' "async handler (1 ms async I/O)" "msgs/s" "min-max" "1 sync worker" speed-up "target >= 250x"
+  for c in "${async_list[@]}"; do
+    n=async-c$c
+    read -r m mi ma ok < <(summarise "$results" "$n" 8)
+    sp=$(ratio "$m" "${one[keys]:--}")
+    verdict=-; [ "$sp" = - ] || verdict=$(awk -v r="$sp" 'BEGIN { print (r >= 250 ? "met" : "missed") }')
+    nf=$(failures "$results" "$n")
+    printf '%-34s %10s %15s %18s %9s %s%s\n' "concurrency $c, 1,000 keys" "$m" "$mi-$ma" "${one[keys]:--}" "${sp}x" "$verdict" \
+      "$([ "$nf" = 0 ] || echo "  FAILED in $nf run(s): see $logs/$n-*.log")"
+    json_rows+=("$(jq -n --argjson c "$c" --argjson e "$async_events" --arg m "$m" --arg mi "$mi" --arg ma "$ma" \
+      --arg one "${one[keys]:--}" --arg sp "$sp" --arg v "$verdict" --argjson nf "$nf" --argjson runs "$(rows_json "$results" "$n")" \
+      'def num: if . == "-" then null else tonumber end;
+       {kind: "async", scheduler: "async", concurrency: $c, keys: 1000, events: $e, median_msgs_per_s: ($m | num),
+        min: ($mi | num), max: ($ma | num), one_sync_worker_msgs_per_s: ($one | num), speedup_over_one_sync_worker: ($sp | num),
+        target: 250, verdict: $v, runs_failed: $nf, runs: $runs}')")
+  done
+  read -r rm rmi rma rok < <(summarise "$results" async-rss 13)
+  rmib=-; [ "$rm" = - ] || rmib=$(( ${rm%.*} / 1024 ))
+  verdict=-; [ "$rm" = - ] || verdict=$(awk -v k="$rm" 'BEGIN { print (k <= 64 * 1024 ? "met" : "missed") }')
+  read -r xm xmi xma xok < <(summarise "$results" async-rss 8)
+  printf '%-34s %10s %15s %18s %9s %s\n' "$rss_keys keys, concurrency $rss_keys" "$xm" "$xmi-$xma" "peak RSS consuming" "${rmib} MiB" "$verdict (target <= 64 MiB)"
+  json_rows+=("$(jq -n --argjson k "$rss_keys" --argjson e "$async_events" --arg rm "$rm" --arg rmi "$rmi" --arg rma "$rma" \
+    --arg xm "$xm" --arg v "$verdict" --argjson runs "$(rows_json "$results" async-rss)" \
+    'def num: if . == "-" then null else tonumber end;
+     {kind: "async_rss", scheduler: "async", concurrency: $k, keys: $k, events: $e, median_msgs_per_s: ($xm | num),
+      consume_peak_rss_kib: ($rm | num), min_kib: ($rmi | num), max_kib: ($rma | num), target_kib: 65536, verdict: $v,
+      runs: $runs}')")
+fi
 echo
 printf '%-9s %-38s %12s %12s %8s %s\n' scheduler "head-of-line ($hol_workers workers, 1 slow key)" "plain msg/s" "slow: others" "ratio" "target >= 0.90"
 for s in "${schedulers[@]}"; do
