@@ -65,6 +65,23 @@ pub fn producer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_producer"))
 }
 
+/// An example of this build (`cargo test` builds them next to the test
+/// binaries, in `target/<profile>/examples/`).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} not found: `cargo test` builds the examples (or run `cargo build --examples`)",
+        path.display()
+    );
+    path
+}
+
 /// The `consumer` binary of this build.
 pub fn consumer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_consumer"))
