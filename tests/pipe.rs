@@ -120,6 +120,7 @@ fn run_faulty(lines: usize, fault: &str, flags: &[&str]) -> (Output, Vec<(String
     require_broker();
     let topic = topic_with(lines, 3);
     let mark = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{topic}.mark"));
+    let finished = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{topic}.log"));
     let inflight = "4";
     // More workers than the processes take (2 x 4): the bound must hold
     // by itself.
@@ -135,6 +136,7 @@ fn run_faulty(lines: usize, fault: &str, flags: &[&str]) -> (Output, Vec<(String
     let env = [
         ("PIPE_FAULT", fault.to_string()),
         ("PIPE_MARK", mark.display().to_string()),
+        ("PIPE_LOG", finished.display().to_string()),
         ("PIPE_INFLIGHT", inflight.to_string()),
     ];
     let out = consume(&topic, &all, &env, &["python3", &faulty()]);
@@ -142,8 +144,9 @@ fn run_faulty(lines: usize, fault: &str, flags: &[&str]) -> (Output, Vec<(String
     let violations: Vec<&String> = log.iter().filter(|l| l.contains("VIOLATION")).collect();
     assert!(violations.is_empty(), "{violations:?}");
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
-    let handled = log
-        .iter()
+    let handled = std::fs::read_to_string(&finished)
+        .unwrap_or_default()
+        .lines()
         .filter_map(|l| {
             let mut f = l.strip_prefix("handled ")?.split(' ');
             let (_key, value, attempt) = (f.next()?, f.next()?, f.next()?);
@@ -154,6 +157,7 @@ fn run_faulty(lines: usize, fault: &str, flags: &[&str]) -> (Output, Vec<(String
         })
         .collect();
     let _ = std::fs::remove_file(mark);
+    let _ = std::fs::remove_file(finished);
     (out, handled)
 }
 

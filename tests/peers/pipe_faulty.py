@@ -1,9 +1,13 @@
 # A --handler pipe process for tests/pipe.rs: answers like the README's
 # example, checks what the consumer promises, and misbehaves on request.
 #
-# Every message it finishes is logged on stderr as
+# Every message it finishes is appended to the file PIPE_LOG, shared by all
+# its processes, as
 #   handled KEY VALUE attempt=N
-# and a broken promise as "VIOLATION ...": more than PIPE_INFLIGHT messages
+# before the answer is written, so the file's order is the order messages
+# were finished in, across restarts (stderr lines of a killed process can
+# reach the consumer's log after its successor's). A broken promise is
+# logged on stderr as "VIOLATION ...": more than PIPE_INFLIGHT messages
 # outstanding, or two outstanding messages of one key.
 #
 # PIPE_FAULT picks one misbehaviour (once over all processes, marked by
@@ -20,6 +24,7 @@ kind, _, arg = fault.partition(":")
 inflight = int(os.environ["PIPE_INFLIGHT"])
 outstanding = {}  # id -> key
 received = 0
+log = os.open(os.environ["PIPE_LOG"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
 def first_time():
     try:
@@ -39,7 +44,8 @@ async def serve(m):
     if kind == "fail" and m["value"] == arg:
         say({"id": m["id"], "status": "fail", "reason": f"{arg} is bad"})
         return
-    print("handled", m["key"], m["value"], f"attempt={m['attempt']}", file=sys.stderr, flush=True)
+    # One write(2) with O_APPEND: whole lines, in the order they happen.
+    os.write(log, f"handled {m['key']} {m['value']} attempt={m['attempt']}\n".encode())
     say({"id": m["id"], "status": "ok"})
 
 async def main():
