@@ -83,8 +83,8 @@ pub struct ConsumerArgs {
     /// Where to start without a committed offset (or when it is out of range): earliest or latest.
     #[arg(long, default_value = "earliest", env = "KAFKA_RESET", value_parser = parse_reset)]
     reset: Reset,
-    /// Worker threads. Default: CPUs x 4 (with --handler pipe:
-    /// --pipe-processes x --pipe-inflight).
+    /// Worker threads. Default: CPUs x 4 (--handler pipe uses none: its
+    /// messages in flight, --pipe-processes x --pipe-inflight, are tasks).
     #[arg(long, env = "KAFKA_WORKERS")]
     workers: Option<usize>,
     /// How messages reach the workers: lanes (a key always on the same
@@ -358,8 +358,6 @@ fn config(args: &ConsumerArgs, command_line: &CommandLine) -> Result<ConsumerCon
     cfg.reset = args.reset;
     if let Some(w) = args.workers {
         cfg.workers = w;
-    } else if args.handler == "pipe" {
-        cfg.workers = args.pipe_processes.max(1) * args.pipe_inflight.max(1);
     }
     cfg.ordering = args.ordering;
     cfg.scheduler = args.scheduler;
@@ -473,7 +471,11 @@ pub async fn main(args: ConsumerArgs, command_line: CommandLine) -> Result<()> {
     let summary = match handler {
         Chosen::Print(h) => consumer::run(cfg, h, on_failure, signals).await?,
         Chosen::Exec(h) => consumer::run(cfg, h, on_failure, signals).await?,
-        Chosen::Pipe(h) => consumer::run(cfg, h, on_failure, signals).await?,
+        Chosen::Pipe(h) => {
+            // A message awaiting its answer is a task, not a thread.
+            cfg.max_concurrency = args.pipe_processes.max(1) * args.pipe_inflight.max(1);
+            consumer::run_async(cfg, h, on_failure, signals).await?
+        }
     };
     eprintln!("{}", summary.line());
     summary.into_result()

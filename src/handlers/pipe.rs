@@ -19,6 +19,10 @@
 //! id it was not given, is logged in one line, killed, and started again
 //! with backoff; its outstanding messages fail (and are retried). Its stderr
 //! goes to our log, line by line, prefixed with its pid.
+//!
+//! It is an [`AsyncHandler`]: a message waiting for its answer is a future,
+//! not a blocked worker thread, so `processes × inflight` messages in flight
+//! cost no threads beyond each process's writer, reader and stderr threads.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,12 +31,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use parking_lot::{Condvar, Mutex};
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, oneshot};
 
 use super::json::write_pipe_request;
 use crate::message::Message;
-use crate::pool::{Handler, HandlerError};
+use crate::pool::{AsyncHandler, HandlerError};
 
 /// First wait before a failed process is started again; doubles per
 /// consecutive failure up to [`MAX_RESTART_BACKOFF`].
@@ -58,9 +63,9 @@ pub struct PipeConfig {
     pub timeout: Duration,
 }
 
-/// The handler: hands each message to a process with room and waits for its
-/// answer (on the pool's worker thread, so the pool needs
-/// `processes × inflight` workers to fill every process).
+/// The handler: hands each message to a process with room and awaits its
+/// answer. Run it with an async pool of `processes × inflight` concurrency
+/// to fill every process.
 pub struct PipeHandler {
     shared: Arc<Shared>,
 }
@@ -69,7 +74,7 @@ struct Shared {
     cfg: PipeConfig,
     state: Mutex<State>,
     /// A process got room, or may be started again.
-    room: Condvar,
+    room: Notify,
     next_id: AtomicU64,
 }
 
@@ -84,8 +89,8 @@ struct State {
 #[derive(Default)]
 struct Proc {
     live: Option<Live>,
-    /// Waiting workers by message id: of the live process only.
-    outstanding: HashMap<u64, Sender<Answer>>,
+    /// Waiting messages by id: of the live process only.
+    outstanding: HashMap<u64, oneshot::Sender<Answer>>,
     /// Bumped per process started here: a late event of a replaced process
     /// is recognised and ignored.
     generation: u64,
@@ -128,7 +133,7 @@ impl PipeHandler {
                 closing: false,
             }),
             cfg,
-            room: Condvar::new(),
+            room: Notify::new(),
             next_id: AtomicU64::new(1),
         });
         {
@@ -140,16 +145,17 @@ impl PipeHandler {
         Ok(Self { shared })
     }
 
-    /// Sends `msg` to a process with room and waits for the answer.
-    fn call(&self, msg: &Message, attempt: u32) -> Result<(), HandlerError> {
+    /// Sends `msg` to a process with room and awaits the answer.
+    async fn call(&self, msg: &Message, attempt: u32) -> Result<(), HandlerError> {
         let sh = &self.shared;
         let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
         let mut line = Vec::new();
         write_pipe_request(msg, id, attempt, &mut line);
-        let (index, generation, answer) = self.submit(id, line)?;
-        let outcome = match answer.recv_timeout(sh.cfg.timeout) {
-            Ok(a) => a,
-            Err(RecvTimeoutError::Timeout) => {
+        let (index, generation, mut answer) = self.submit(id, line).await?;
+        let outcome = match tokio::time::timeout(sh.cfg.timeout, &mut answer).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(_)) => Answer::Lost("the pipe handler closed".into()),
+            Err(_) => {
                 let mut st = sh.state.lock();
                 // Answered just now, or its process already failed?
                 match answer.try_recv() {
@@ -164,7 +170,6 @@ impl PipeHandler {
                     }
                 }
             }
-            Err(RecvTimeoutError::Disconnected) => Answer::Lost("the pipe handler closed".into()),
         };
         match outcome {
             Answer::Ok => Ok(()),
@@ -181,63 +186,71 @@ impl PipeHandler {
     /// Registers message `id` with the least busy live process that has
     /// room (starting a failed one again when its backoff is over, waiting
     /// when none has room) and queues its line.
-    fn submit(
+    async fn submit(
         &self,
         id: u64,
         line: Vec<u8>,
-    ) -> Result<(usize, u64, Receiver<Answer>), HandlerError> {
+    ) -> Result<(usize, u64, oneshot::Receiver<Answer>), HandlerError> {
         let sh = &self.shared;
-        let mut st = sh.state.lock();
+        let mut line = Some(line);
         loop {
-            if st.closing {
-                return Err(HandlerError::new("pipe handler: closing"));
-            }
-            let now = Instant::now();
-            let best = st
-                .procs
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.live.is_some() && p.outstanding.len() < sh.cfg.inflight)
-                .min_by_key(|(_, p)| p.outstanding.len())
-                .map(|(i, _)| i);
-            if let Some(i) = best {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                let p = &mut st.procs[i];
-                p.outstanding.insert(id, tx);
-                let live = p.live.as_ref().expect("filtered on live");
-                // A send fails only once the writer is gone, i.e. the
-                // process failed: its reader then fails what is outstanding.
-                let _ = live.lines.send(line);
-                return Ok((i, p.generation, rx));
-            }
-            let due = st
-                .procs
-                .iter()
-                .position(|p| p.live.is_none() && p.restart_at.is_none_or(|t| t <= now));
-            if let Some(i) = due {
-                if let Err(e) = spawn(sh, &mut st, i) {
-                    return Err(HandlerError::new(e));
+            // Registered before the check, so room made in between wakes us.
+            let mut room = std::pin::pin!(sh.room.notified());
+            room.as_mut().enable();
+            let wake = {
+                let mut st = sh.state.lock();
+                if st.closing {
+                    return Err(HandlerError::new("pipe handler: closing"));
                 }
-                continue;
+                let now = Instant::now();
+                let best = st
+                    .procs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.live.is_some() && p.outstanding.len() < sh.cfg.inflight)
+                    .min_by_key(|(_, p)| p.outstanding.len())
+                    .map(|(i, _)| i);
+                if let Some(i) = best {
+                    let (tx, rx) = oneshot::channel();
+                    let p = &mut st.procs[i];
+                    p.outstanding.insert(id, tx);
+                    let live = p.live.as_ref().expect("filtered on live");
+                    // A send fails only once the writer is gone, i.e. the
+                    // process failed: its reader then fails what is outstanding.
+                    let _ = live.lines.send(line.take().expect("sent once"));
+                    return Ok((i, p.generation, rx));
+                }
+                let due = st
+                    .procs
+                    .iter()
+                    .position(|p| p.live.is_none() && p.restart_at.is_none_or(|t| t <= now));
+                if let Some(i) = due {
+                    if let Err(e) = spawn(sh, &mut st, i) {
+                        return Err(HandlerError::new(e));
+                    }
+                    continue;
+                }
+                st.procs
+                    .iter()
+                    .filter_map(|p| p.restart_at.filter(|_| p.live.is_none()))
+                    .min()
+                    .unwrap_or(now + Duration::from_secs(1))
+            };
+            tokio::select! {
+                _ = room => {}
+                _ = tokio::time::sleep_until(wake.into()) => {}
             }
-            let wake = st
-                .procs
-                .iter()
-                .filter_map(|p| p.restart_at.filter(|_| p.live.is_none()))
-                .min()
-                .unwrap_or(now + Duration::from_secs(1));
-            sh.room.wait_until(&mut st, wake);
         }
     }
 }
 
-impl Handler for PipeHandler {
-    fn handle(&self, msg: &Message) -> Result<(), HandlerError> {
-        self.call(msg, 1)
+impl AsyncHandler for PipeHandler {
+    async fn handle(&self, msg: &Message) -> Result<(), HandlerError> {
+        self.call(msg, 1).await
     }
 
-    fn handle_attempt(&self, msg: &Message, attempt: u32) -> Result<(), HandlerError> {
-        self.call(msg, attempt)
+    async fn handle_attempt(&self, msg: &Message, attempt: u32) -> Result<(), HandlerError> {
+        self.call(msg, attempt).await
     }
 }
 
@@ -250,7 +263,7 @@ impl Drop for PipeHandler {
             st.closing = true;
             st.procs.iter_mut().filter_map(|p| p.live.take()).collect()
         };
-        self.shared.room.notify_all();
+        self.shared.room.notify_waiters();
         let deadline = Instant::now() + CLOSE_GRACE;
         for live in lives {
             drop(live.lines);
@@ -430,7 +443,7 @@ fn fail_process(sh: &Shared, st: &mut State, i: usize, generation: u64, what: &s
         "pipe process {} failed: {what}; starting a new one in {wait:?} ({lost} outstanding message(s) will be retried)",
         live.pid
     );
-    sh.room.notify_all();
+    sh.room.notify_waiters();
 }
 
 /// The restart wait after `failures` consecutive failures.
