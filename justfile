@@ -205,12 +205,16 @@ bench-consume: kafka build
 bench-scale: kafka build
     bench/scale.sh
 
+# --handler pipe (a Python asyncio process) next to --handler exec -- true; writes target/bench/pipe.json.
+bench-pipe: kafka build
+    bench/pipe.sh
+
 # End-to-end latency p50/p99/p99.9 at a steady 10,000 msg/s; writes target/bench/latency.json.
 bench-latency: kafka
     bench/latency.sh
 
 # Medians of BENCH_RUNS (3), BENCH_LINES (1,000,000) records; writes target/bench/bench.json.
 # The ordering core's table (bench-core) follows it; bench-rebalance stays its own verb.
-# The side-by-side table: produce, consume, scaling, head-of-line, latency, RSS vs kcat.
+# The side-by-side table: produce, consume, scaling, async, head-of-line, pipe, latency, RSS vs kcat.
 bench: kafka build
     bench/bench.sh

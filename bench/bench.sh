@@ -13,6 +13,7 @@
 #        handler at concurrency 1,000 vs one synchronous worker      bench/scale.sh
 #   HOL  one key taking 1 s a message, 64 workers: the other keys'
 #        throughput vs a run without it (target within 10 %)      bench/scale.sh
+#   pipe --handler pipe (Python asyncio) vs --handler exec -- true  bench/pipe.sh
 #   5    end-to-end latency p50/p99/p99.9 at 10,000 msg/s          bench/latency.sh
 #   6    peak RSS of the consumer (6 and 64 partitions, 1 M backlog) and the
 #        producer, from the runs of rows 1 and 2; of an async handler at
@@ -24,7 +25,7 @@
 # Knobs: BENCH_RUNS, BENCH_LINES, and those named at the top of each script
 # (BENCH_SCALE_*, BENCH_HOL_*, BENCH_LATENCY_*); BENCH_ONLY="consume scale"
 # runs a subset (the table then shows what the last runs of the others left);
-# the parts are core produce consume scale latency.
+# the parts are core produce consume scale pipe latency.
 #
 # How to read it: "ours" is our median (min-max over the runs); "compared
 # with" the other tool's median under the same workload; "ratio" is how many
@@ -38,7 +39,7 @@ BENCH_NAME=bench
 source bench/lib.sh
 need_tools
 
-parts=(${BENCH_ONLY:-core produce consume scale latency})
+parts=(${BENCH_ONLY:-core produce consume scale pipe latency})
 started=$(date -u +%FT%TZ)
 say "machine: $(machine)"
 say "settings: BENCH_RUNS=$runs BENCH_LINES=$lines, broker $broker; parts: ${parts[*]}"
@@ -63,7 +64,7 @@ part() { if [ -s "$out/$1.json" ]; then cat "$out/$1.json"; else echo null; fi; 
 
 # The rows, built from the parts' JSON: [row, what, ours, compared with, ratio].
 rows=$(jq -n --argjson produce "$(part produce)" --argjson consume "$(part consume)" \
-  --argjson scale "$(part scale)" --argjson latency "$(part latency)" --argjson lines "$lines" '
+  --argjson scale "$(part scale)" --argjson latency "$(part latency)" --argjson pipe "$(part pipe)" --argjson lines "$lines" '
   def f(n): if . == null then "-" else (. * pow(10; n) | round / pow(10; n) | tostring) end;
   def secs: "\(.median_s | f(2)) s (\(.min_s | f(2))-\(.max_s | f(2)))";
   def mib: if . == null then "-" else "\(. / 1024 | round) MiB" end;
@@ -108,6 +109,12 @@ rows=$(jq -n --argjson produce "$(part produce)" --argjson consume "$(part consu
       row("HOL"; "\(.scheduler): 1 key at \(.slow_key_ms) ms/msg, \(.workers) workers: other keys vs no slow key";
         "\(.slow_run_others_median_msgs_per_s | k) msg/s vs \(.plain_median_msgs_per_s | k)"; "target >= 0.90";
         "\(.ratio | f(2)) (\(.verdict))"; .)),
+    # pipe
+    (select($pipe != null) | $pipe.rows[] |
+      row("pipe"; "\(.what), \(.runs[0].messages // 0 | commas) messages";
+        "\(.median_msgs_per_s | k) msg/s (\(.min | k)-\(.max | k))";
+        (if .name == "exec" then "-" else "target \(.target)" end);
+        (if .ratio == "-" then (.verdict // "-") else "\(.ratio) (\(.verdict // "-"))" end); .)),
     # 5: latency
     (select($latency != null) | $latency |
       row("5"; "end-to-end latency at \(.target_msgs_per_s | commas) msg/s (sent at \(.sent_msgs_per_s.median | k))";
