@@ -97,6 +97,15 @@ fn partition_id(topic: &str, partition: i32) -> QueueId {
     lane_hash(topic.as_bytes()) ^ (u64::from(partition as u32) + 1).wrapping_mul(PARTITION_SALT)
 }
 
+/// What [`Sched::claim_one`] took.
+#[derive(Clone, Copy)]
+pub(super) enum Claimed {
+    /// A key, now held: its messages are taken one by one.
+    Key(QueueId),
+    /// Unordered mode's queue: any message, any task.
+    Free,
+}
+
 /// One key's messages in arrival order, and whether a worker holds the key.
 #[derive(Default)]
 struct KeyQueue {
@@ -176,6 +185,36 @@ impl Sched {
         self.queued -= took;
         self.claimable -= took;
         took > 0
+    }
+
+    /// Takes one unit of work for a task of the async engine: a ready key
+    /// (marked held; its messages stay queued and are taken one at a time
+    /// with [`pop_claimed`](Self::pop_claimed)) or unordered mode's queue.
+    pub(super) fn claim_one(&mut self) -> Option<Claimed> {
+        if !self.free.is_empty() {
+            return Some(Claimed::Free);
+        }
+        let id = self.ready.pop_front()?;
+        let q = self.queues.get_mut(&id).expect("a ready key has a queue");
+        q.held = true;
+        self.claimable -= q.jobs.len();
+        Some(Claimed::Key(id))
+    }
+
+    /// The next message of what a task claimed: of held key `id`, or of
+    /// unordered mode's queue (`None` when there is none left, or an abort
+    /// dropped them).
+    pub(super) fn pop_claimed(&mut self, claimed: Claimed) -> Option<Job> {
+        let job = match claimed {
+            Claimed::Key(id) => self.queues.get_mut(&id)?.jobs.pop_front()?,
+            Claimed::Free => {
+                let job = self.free.pop_front()?;
+                self.claimable -= 1;
+                job
+            }
+        };
+        self.queued -= 1;
+        Some(job)
     }
 
     /// Gives held keys back: a key with messages that arrived meanwhile

@@ -66,7 +66,8 @@ pub fn producer() -> Command {
 }
 
 /// An example of this build (`cargo test` builds them next to the test
-/// binaries, in `target/<profile>/examples/`).
+/// binaries, in `target/<profile>/examples/`; `cargo test --test NAME`
+/// alone does not, so run `cargo build --examples` first after a change).
 pub fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
