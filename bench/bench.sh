@@ -59,6 +59,9 @@ for p in "${parts[@]}"; do
   if ! "bench/$p.sh" >"$out/$p.txt"; then failed+=("$p"); say "=== $p FAILED (see above and $out/$p.txt)"; fi
 done
 
+# The scaling chart from the parts' JSON (benches/chart.rs): target/bench/scaling.svg.
+if exe=$(bench_exe chart 2>/dev/null); then "$exe" || say "the chart could not be drawn"; else say "benches/chart.rs did not build: no chart"; fi
+
 # Each part's JSON, or null when it is missing.
 part() { if [ -s "$out/$1.json" ]; then cat "$out/$1.json"; else echo null; fi; }
 

@@ -10,8 +10,9 @@
 #   pipe-ok   --handler pipe, 2 processes x 256 in flight, a Python asyncio
 #             process (bench/pipe_handler.py) answering "ok" at once, over
 #             BENCH_PIPE_MESSAGES (100,000) messages;
-#   pipe-1ms  the same process sleeping 1 ms per message (asyncio.sleep),
-#             --pipe-inflight 256, with 1 and 2 processes.
+#   pipe-1ms  the same process sleeping 1 ms per message (asyncio.sleep):
+#             1 process at --pipe-inflight 16, 64 and 256 (the scaling chart's
+#             pipe line), and 2 processes at 256.
 # The rate is the consumer's own summary figure (handled / its run time).
 # Every run must handle every message (its summary says so; it fails
 # otherwise). The runs take turns, BENCH_RUNS (3) rounds; medians.
@@ -36,7 +37,7 @@ need_tools
 command -v python3 >/dev/null || die "python3 is needed for the pipe handler"
 [ -x "$consumer" ] && [ -x "$producer" ] || die "build first (just build)"
 mkdir -p "$logs"
-printf 'name\trun\twall_s\tuser_s\tsys_s\tstatus\trss_kib\trate\tmessages\n' >"$results"
+printf 'name\trun\twall_s\tuser_s\tsys_s\tstatus\trss_kib\trate\tmessages\tprocesses\tinflight\n' >"$results"
 
 cleanup() {
   kafka_tool topics --bootstrap-server "$broker" --delete --topic "$prefix-.*" >/dev/null 2>&1 ||
@@ -64,8 +65,10 @@ run_one() {
   if [ "$rc" != 0 ]; then status="FAILED: exit $rc (log: $log)"
   elif [ "${handled:-0}" != "$count" ]; then status="FAILED: handled ${handled:-0} of $count (log: $log)"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$run" "$wall" "$user" "$sys" "$status" "$rss" \
-    "$rate" "$count" >>"$results"
+  local procs inflight
+  procs=$(sed -nE 's/.*--pipe-processes ([0-9]+).*/\1/p' <<<"$*"); inflight=$(sed -nE 's/.*--pipe-inflight ([0-9]+).*/\1/p' <<<"$*")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$run" "$wall" "$user" "$sys" "$status" "$rss" \
+    "$rate" "$count" "${procs:-}" "${inflight:-}" >>"$results"
   if [ "$status" = ok ]; then say "    $name run $run: $rate msg/s ($count messages, $wall s)"; else
     say "    $name run $run: $status"; tail -n 3 "$log" >&2; failed=1; fi
 }
@@ -79,31 +82,36 @@ for run in $(seq 1 "$runs"); do
   say "round $run of $runs"
   run_one exec "$run" "$prefix-exec" "$n_exec" --handler exec -- true
   run_one pipe-ok "$run" "$prefix-pipe" "$n_pipe" --handler pipe --pipe-processes 2 --pipe-inflight 256 -- "${handler[@]}" 0
-  run_one pipe-1ms-p1 "$run" "$prefix-pipe" "$n_pipe" --handler pipe --pipe-processes 1 --pipe-inflight 256 -- "${handler[@]}" 1
-  run_one pipe-1ms-p2 "$run" "$prefix-pipe" "$n_pipe" --handler pipe --pipe-processes 2 --pipe-inflight 256 -- "${handler[@]}" 1
+  for m in 16 64 256; do
+    run_one "pipe-1ms-p1-m$m" "$run" "$prefix-pipe" "$n_pipe" --handler pipe --pipe-processes 1 --pipe-inflight "$m" -- "${handler[@]}" 1
+  done
+  run_one pipe-1ms-p2-m256 "$run" "$prefix-pipe" "$n_pipe" --handler pipe --pipe-processes 2 --pipe-inflight 256 -- "${handler[@]}" 1
 done
 
 printf '\n%-52s %10s %15s %10s %s\n' "handler (1,000 keys, 6 partitions)" "msgs/s" "min-max" "ratio" "target"
 read -r em emi ema _ < <(summarise "$results" exec 8)
 json_rows=()
-row() { # NAME LABEL RATIO TARGET VERDICT
+row() { # NAME LABEL RATIO TARGET VERDICT [PROCESSES INFLIGHT]
   local m mi ma ok; read -r m mi ma ok < <(summarise "$results" "$1" 8)
   printf '%-52s %10s %15s %10s %s\n' "$2" "$m" "$mi-$ma" "$3" "$4${5:+ ($5)}"
   json_rows+=("$(jq -n --arg n "$1" --arg l "$2" --arg m "$m" --arg mi "$mi" --arg ma "$ma" --arg r "$3" --arg t "$4" \
-    --arg v "${5:-}" --argjson runs "$(rows_json "$results" "$1")" \
-    'def num: if . == "-" then null else tonumber end;
+    --arg v "${5:-}" --arg p "${6:-}" --arg i "${7:-}" --argjson runs "$(rows_json "$results" "$1")" \
+    'def num: if . == "-" or . == "" then null else tonumber end;
      {name: $n, what: $l, median_msgs_per_s: ($m | num), min: ($mi | num), max: ($ma | num), ratio: $r, target: $t,
-      verdict: (if $v == "" then null else $v end), runs: $runs}')")
+      verdict: (if $v == "" then null else $v end), processes: ($p | num), inflight: ($i | num), runs: $runs}')")
 }
 verdict() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "-" ? "-" : (a + 0 >= b ? "met" : "missed")) }'; }
 row exec "exec -- true (a process per message)" "1x" "-"
 read -r om _ < <(summarise "$results" pipe-ok 8)
 r=$(ratio "$om" "$em")
-row pipe-ok "pipe, Python answering at once, 2 x 256 in flight" "${r}x exec" ">= 50x exec" "$(verdict "$r" 50)"
-read -r pm1 _ < <(summarise "$results" pipe-1ms-p1 8)
-row pipe-1ms-p1 "pipe, Python asyncio 1 ms, 1 x 256 in flight" "-" ">= 20,000 msg/s" "$(verdict "$pm1" 20000)"
-read -r pm2 _ < <(summarise "$results" pipe-1ms-p2 8)
-row pipe-1ms-p2 "pipe, Python asyncio 1 ms, 2 x 256 in flight" "-" ">= 20,000 msg/s" "$(verdict "$pm2" 20000)"
+row pipe-ok "pipe, Python answering at once, 2 x 256 in flight" "${r}x exec" ">= 50x exec" "$(verdict "$r" 50)" 2 256
+for m in 16 64; do
+  row "pipe-1ms-p1-m$m" "pipe, Python asyncio 1 ms, 1 x $m in flight" "-" "-" "" 1 "$m"
+done
+read -r pm1 _ < <(summarise "$results" pipe-1ms-p1-m256 8)
+row pipe-1ms-p1-m256 "pipe, Python asyncio 1 ms, 1 x 256 in flight" "-" ">= 20,000 msg/s" "$(verdict "$pm1" 20000)" 1 256
+read -r pm2 _ < <(summarise "$results" pipe-1ms-p2-m256 8)
+row pipe-1ms-p2-m256 "pipe, Python asyncio 1 ms, 2 x 256 in flight" "-" ">= 20,000 msg/s" "$(verdict "$pm2" 20000)" 2 256
 
 printf '%s\n' "${json_rows[@]}" | jq -s --arg date "$(date -u +%FT%TZ)" --arg commit "$(git_commit)" \
   --argjson machine "$(machine_json)" --argjson runs "$runs" --argjson np "$n_pipe" --argjson ne "$n_exec" \
