@@ -352,6 +352,15 @@ async fn produce(
     Ok(())
 }
 
+/// A consumer of every partition of `topic` from the start to its end.
+fn reader(cfg: &DemoConfig, topic: &str, group: String, stats: Duration) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(cfg.cluster.clone(), topic, Partitions::All, group);
+    c.exit_at_end = true;
+    c.start = StartAt::Earliest;
+    c.stats_interval = stats;
+    c
+}
+
 /// Consumes `topic` to its end with `workers` workers and the checking, sleeping handler.
 async fn consume(
     cfg: &DemoConfig,
@@ -361,15 +370,9 @@ async fn consume(
     stats: Duration,
     panics: Arc<AtomicU64>,
 ) -> Result<()> {
-    let mut c = ConsumerConfig::new(
-        cfg.cluster.clone(),
-        topic,
-        Partitions::All,
-        format!("{topic}-w{workers}"),
-    );
+    let mut c = reader(cfg, topic, format!("{topic}-w{workers}"), stats);
     c.workers = workers;
     c.scheduler = cfg.scheduler;
-    c.exit_at_end = true;
     // With a slow key, the lanes scheduler still holds the keys queued
     // behind it when the log's end is reached: give them time to finish
     // (that wait is what the head-of-line benchmark measures).
@@ -378,8 +381,6 @@ async fn consume(
             .drain_timeout
             .max(slow * (cfg.events.div_ceil(cfg.keys.max(1)) as u32 + 30));
     }
-    c.start = StartAt::Earliest;
-    c.stats_interval = stats;
     let work = cfg.work;
     // The slow key (the first), while any other key has work left.
     let slow = cfg.slow_key.map(|d| (key_names(1).remove(0), d));
@@ -428,18 +429,10 @@ async fn consume_async(
     checker: Arc<SequenceChecker>,
     stats: Duration,
 ) -> Result<()> {
-    let mut c = ConsumerConfig::new(
-        cfg.cluster.clone(),
-        topic,
-        Partitions::All,
-        format!("{topic}-a{concurrency}"),
-    );
+    let mut c = reader(cfg, topic, format!("{topic}-a{concurrency}"), stats);
     c.max_concurrency = concurrency;
     // The default in-flight budget (10,000), or one per task if more.
     c.max_in_flight = c.max_in_flight.max(concurrency);
-    c.exit_at_end = true;
-    c.start = StartAt::Earliest;
-    c.stats_interval = stats;
     let work = cfg.work;
     let handler = move |m: Message| {
         let checker = Arc::clone(&checker);

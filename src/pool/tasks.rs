@@ -389,19 +389,7 @@ async fn resolve(
     } else {
         sh.resolve_failure(job, error)
     };
-    match resolution {
-        Resolution::Skipped(done) => {
-            add(&c.skipped, 1);
-            add(&c.finished, 1);
-            Some(done)
-        }
-        Resolution::DeadLettered(done) => {
-            add(&c.dead_lettered, 1);
-            add(&c.finished, 1);
-            Some(done)
-        }
-        Resolution::Stopped => None,
-    }
+    resolution.counted(c, add)
 }
 
 /// Sleeps for retry number `retry`'s backoff; false if the pool halted

@@ -103,6 +103,31 @@ pub(crate) enum Resolution {
     Stopped,
 }
 
+impl Resolution {
+    /// Counts the outcome in `c` with `add` (a worker thread's
+    /// single-writer [`bump`], or an atomic add where tasks share the
+    /// counters); the completion if the message now counts as finished.
+    pub(crate) fn counted(
+        self,
+        c: &WorkerCounters,
+        add: fn(&AtomicU64, u64),
+    ) -> Option<Completion> {
+        match self {
+            Resolution::Skipped(done) => {
+                add(&c.skipped, 1);
+                add(&c.finished, 1);
+                Some(done)
+            }
+            Resolution::DeadLettered(done) => {
+                add(&c.dead_lettered, 1);
+                add(&c.finished, 1);
+                Some(done)
+            }
+            Resolution::Stopped => None,
+        }
+    }
+}
+
 impl Shared {
     #[inline]
     pub(crate) fn refusal(&self) -> Option<SubmitError> {
@@ -408,21 +433,10 @@ impl<'a> Worker<'a> {
     /// The failure policy for a message whose last attempt failed; returns
     /// its completion if it now counts as finished.
     fn apply_policy(&mut self, job: Job, error: HandlerError) -> Option<Completion> {
-        let c = self.counters;
-        bump(&c.failed, 1);
-        match self.shared.resolve_failure(job, error) {
-            Resolution::Skipped(done) => {
-                bump(&c.skipped, 1);
-                bump(&c.finished, 1);
-                Some(done)
-            }
-            Resolution::DeadLettered(done) => {
-                bump(&c.dead_lettered, 1);
-                bump(&c.finished, 1);
-                Some(done)
-            }
-            Resolution::Stopped => None,
-        }
+        bump(&self.counters.failed, 1);
+        self.shared
+            .resolve_failure(job, error)
+            .counted(self.counters, bump)
     }
 }
 
