@@ -282,6 +282,13 @@ impl Pool {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             BuildError::InvalidConfig("an async pool must be built inside a tokio runtime".into())
         })?;
+        // Backoffs and timeouts sleep on the runtime's timer; without one
+        // they would panic inside a task, far from here.
+        if std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_err() {
+            return Err(BuildError::InvalidConfig(
+                "an async pool needs a tokio runtime with its timer enabled (enable_time or enable_all)".into(),
+            ));
+        }
         // One set of counters: tasks move between threads, so they count
         // with atomic adds (see `tasks`).
         let shared = Self::shared(&config, tracker, 1)?;

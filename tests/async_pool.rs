@@ -207,6 +207,62 @@ fn a_panicking_future_is_retried() {
     assert_eq!(tracker.committable(TOPIC, 0), Some(100));
 }
 
+/// A handler that panics while *creating* its future (before any `async`
+/// block runs): that attempt fails and is retried like any other, and the
+/// task carries on (a lost task would hold its key and the drain forever).
+#[test]
+fn a_panic_while_creating_the_future_is_retried() {
+    /// Panics at the first attempt of every tenth message, outside its future.
+    struct PanicsBeforeTheFuture;
+    impl mykafkams::pool::AsyncHandler for PanicsBeforeTheFuture {
+        async fn handle(&self, _m: &Message) -> Result<(), HandlerError> {
+            Ok(())
+        }
+        fn handle_attempt(
+            &self,
+            m: &Message,
+            attempt: u32,
+        ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send {
+            if m.offset % 10 == 0 && attempt == 1 {
+                std::panic::resume_unwind(Box::new("injected panic"));
+            }
+            async { Ok(()) }
+        }
+    }
+    let rt = runtime();
+    let _inside = rt.enter();
+    let tracker = Arc::new(OffsetTracker::new());
+    let cfg = PoolConfig {
+        max_concurrency: 8,
+        backoff_initial: Duration::from_millis(1),
+        ..PoolConfig::default()
+    };
+    let pool = Pool::new_async(cfg, Arc::clone(&tracker), PanicsBeforeTheFuture).unwrap();
+    pool.submit_batch(messages(100, 7)).unwrap();
+    let report = pool.drain(Duration::from_secs(10));
+    assert!(!report.timed_out, "{report:?}");
+    assert_eq!(report.stats.retried, 10);
+    assert_eq!(report.stats.finished, 100);
+    assert_eq!(tracker.committable(TOPIC, 0), Some(100));
+}
+
+/// An async pool on a runtime without a timer is a clear error at build
+/// time, not a panic inside a task later.
+#[test]
+fn an_async_pool_needs_the_runtimes_timer() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let _inside = rt.enter();
+    let err = Pool::new_async(
+        PoolConfig::default(),
+        Arc::new(OffsetTracker::new()),
+        |_m: Message| async { Ok::<(), HandlerError>(()) },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("timer"), "{err}");
+}
+
 /// Building an async pool outside a tokio runtime is a clear error, not a
 /// panic.
 #[test]
