@@ -122,9 +122,13 @@ impl DeadLetterQueue {
 /// The headers of a dead-letter copy: the message's own, then the error's
 /// details, then ours (which win over either on a clash of names).
 fn dead_letter_headers(msg: &Message, err: &HandlerError) -> BTreeMap<String, Vec<u8>> {
+    // Our own headers on the message (a dead-letter copy replayed and
+    // failed again) are replaced, not kept: an old exit code must not pass
+    // for this failure's.
     let mut headers: BTreeMap<String, Vec<u8>> = msg
         .headers
         .iter()
+        .filter(|(k, _)| !k.starts_with("mykafkams."))
         .map(|(k, v)| (k.clone(), v.to_vec()))
         .collect();
     for (name, value) in err.details() {
@@ -179,5 +183,27 @@ mod tests {
         assert_eq!(get(HEADER_OFFSET), Some(&b"7"[..]));
         assert_eq!(get(HEADER_TOPIC), Some(&b"orders"[..]));
         assert_eq!(get(HEADER_PARTITION), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn a_replayed_copys_old_details_do_not_pass_for_the_new_failure() {
+        let mut headers = Headers::new();
+        headers.push("trace", Bytes::from_static(b"t-1"));
+        headers.push(HEADER_EXIT_CODE, Bytes::from_static(b"3"));
+        headers.push(HEADER_STDERR, Bytes::from_static(b"old"));
+        let msg = Message {
+            topic: Arc::from("orders-dlq"),
+            partition: 0,
+            offset: 1,
+            key: None,
+            value: None,
+            timestamp_ms: 0,
+            headers,
+        };
+        // This time it timed out: no exit code, no stderr.
+        let h = dead_letter_headers(&msg, &HandlerError::new("timed out"));
+        assert_eq!(h.get("trace").map(|v| v.as_slice()), Some(&b"t-1"[..]));
+        assert!(!h.contains_key(HEADER_EXIT_CODE), "{h:?}");
+        assert!(!h.contains_key(HEADER_STDERR), "{h:?}");
     }
 }

@@ -152,11 +152,23 @@ impl PipeHandler {
         let mut line = Vec::new();
         write_pipe_request(msg, id, attempt, &mut line);
         let (index, generation, mut answer) = self.submit(id, line).await?;
+        // Dropped with this future (the pool's own timeout, a shutdown)
+        // while the process may still work on the message: the process is
+        // replaced, so a retry never runs beside it (per-key order) and
+        // its place is not held forever.
+        let mut cancelled = Cancelled {
+            sh,
+            index,
+            generation,
+            id,
+            armed: true,
+        };
         let outcome = match tokio::time::timeout(sh.cfg.timeout, &mut answer).await {
             Ok(Ok(a)) => a,
             Ok(Err(_)) => Answer::Lost("the pipe handler closed".into()),
             Err(_) => {
                 let mut st = sh.state.lock();
+                cancelled.armed = false;
                 // Answered just now, or its process already failed?
                 match answer.try_recv() {
                     Ok(a) => a,
@@ -171,6 +183,7 @@ impl PipeHandler {
                 }
             }
         };
+        cancelled.armed = false;
         match outcome {
             Answer::Ok => Ok(()),
             Answer::Retry(reason) => {
@@ -241,6 +254,31 @@ impl PipeHandler {
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
         }
+    }
+}
+
+/// Replaces the process of a message whose wait was dropped before its
+/// answer came (see [`PipeHandler::call`]).
+struct Cancelled<'a> {
+    sh: &'a Shared,
+    index: usize,
+    generation: u64,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for Cancelled<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut st = self.sh.state.lock();
+        let p = &st.procs[self.index];
+        if st.closing || p.generation != self.generation || !p.outstanding.contains_key(&self.id) {
+            return; // Answered, or its process already failed.
+        }
+        let what = format!("the wait for message {} was cancelled", self.id);
+        fail_process(self.sh, &mut st, self.index, self.generation, &what);
     }
 }
 
