@@ -154,20 +154,36 @@ mod tests {
     use crate::Headers;
     use bytes::Bytes;
 
-    #[test]
-    fn details_and_attempts_become_headers_and_ours_win_a_clash() {
-        let mut headers = Headers::new();
-        headers.push("trace", Bytes::from_static(b"t-1"));
-        headers.push(HEADER_ATTEMPTS, Bytes::from_static(b"forged"));
-        let msg = Message {
-            topic: Arc::from("orders"),
-            partition: 2,
-            offset: 7,
+    /// A message of `topic`/`partition`@`offset` with these headers.
+    fn message(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        headers: &[(&str, &'static [u8])],
+    ) -> Message {
+        let mut h = Headers::new();
+        for (k, v) in headers {
+            h.push(*k, Bytes::from_static(v));
+        }
+        Message {
+            topic: Arc::from(topic),
+            partition,
+            offset,
             key: None,
             value: None,
             timestamp_ms: 0,
-            headers,
-        };
+            headers: h,
+        }
+    }
+
+    #[test]
+    fn details_and_attempts_become_headers_and_ours_win_a_clash() {
+        let msg = message(
+            "orders",
+            2,
+            7,
+            &[("trace", b"t-1"), (HEADER_ATTEMPTS, b"forged")],
+        );
         let mut err = HandlerError::permanent("boom")
             .with_detail(HEADER_EXIT_CODE, "3")
             .with_detail(HEADER_STDERR, &b"\xffraw"[..])
@@ -187,19 +203,16 @@ mod tests {
 
     #[test]
     fn a_replayed_copys_old_details_do_not_pass_for_the_new_failure() {
-        let mut headers = Headers::new();
-        headers.push("trace", Bytes::from_static(b"t-1"));
-        headers.push(HEADER_EXIT_CODE, Bytes::from_static(b"3"));
-        headers.push(HEADER_STDERR, Bytes::from_static(b"old"));
-        let msg = Message {
-            topic: Arc::from("orders-dlq"),
-            partition: 0,
-            offset: 1,
-            key: None,
-            value: None,
-            timestamp_ms: 0,
-            headers,
-        };
+        let msg = message(
+            "orders-dlq",
+            0,
+            1,
+            &[
+                ("trace", b"t-1"),
+                (HEADER_EXIT_CODE, b"3"),
+                (HEADER_STDERR, b"old"),
+            ],
+        );
         // This time it timed out: no exit code, no stderr.
         let h = dead_letter_headers(&msg, &HandlerError::new("timed out"));
         assert_eq!(h.get("trace").map(|v| v.as_slice()), Some(&b"t-1"[..]));
