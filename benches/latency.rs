@@ -31,7 +31,7 @@ use mykafkams::Message;
 use mykafkams::cluster::{self, ClusterConfig};
 use mykafkams::consumer::{self, ConsumerConfig, Partitions, StartAt};
 use mykafkams::pool::{FailurePolicy, HandlerError};
-use mykafkams::producer::{Producer, ProducerConfig};
+use mykafkams::producer::{ProducerConfig, TopicProducer};
 use parking_lot::Mutex;
 
 const KEYS: usize = 1000;
@@ -128,7 +128,7 @@ async fn main() {
     };
     let consumer = tokio::spawn(consumer::run(ccfg, handler, FailurePolicy::Stop, signals));
 
-    let producer = Producer::new(&cluster, ProducerConfig::new(&topic))
+    let producer = TopicProducer::new(&cluster, ProducerConfig::new(&topic))
         .await
         .expect("starting the producer");
     let keys: Vec<String> = (0..KEYS).map(|k| format!("key-{k}")).collect();

@@ -23,7 +23,7 @@ use crate::consumer::{self, ConsumerConfig, Partitions, StartAt};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::pool::{FailurePolicy, HandlerError, Scheduler};
-use crate::producer::{Producer, ProducerConfig};
+use crate::producer::{ProducerConfig, TopicProducer};
 
 /// Counts, per key, which sequence numbers arrived and whether they arrived in order.
 ///
@@ -330,7 +330,7 @@ async fn produce(
     events: usize,
 ) -> Result<()> {
     cluster::create_topic_if_missing(client, cluster, topic, partitions, 1).await?;
-    let producer = Producer::new(cluster, ProducerConfig::new(topic)).await?;
+    let producer = TopicProducer::new(cluster, ProducerConfig::new(topic)).await?;
     let mut value = String::new();
     for i in 0..events {
         let key = &keys[i % keys.len()];

@@ -1,21 +1,21 @@
-//! The `consumer` command line: its flags, how the positional arguments of
-//! the original tool map onto a manual assignment or a group subscription,
-//! and the run itself. The binary only calls [`main`].
+//! The `consumer` command line: its flags, and how they and the positional
+//! arguments of the original tool become a [`Consumer`] builder (a manual
+//! assignment or a group subscription). The binary calls [`builder`],
+//! [`handler`] and [`metrics`], then runs the consumer.
 
 use std::time::Duration;
 
 use clap::Parser;
 
-use crate::cluster::{self, ClusterConfig};
-use crate::config::{CommandLine, PropertyArgs, SecurityArgs};
-use crate::consumer::{self, ConsumerConfig, Partitions, StartAt};
-use crate::dlq::DeadLetterQueue;
+use crate::config::{CommandLine, PropertyArgs, SecurityArgs, Tool};
+use crate::consumer::{Consumer, ConsumerBuilder, Partitions, StartAt};
 use crate::error::{Error, Result};
-use crate::fetcher::{self as fetch, FetchConfig, Reset};
+use crate::fetcher::{self as fetch, Reset};
 use crate::group::GroupProtocol;
 use crate::group::assignor::Assignor;
 use crate::handlers::{ExecHandler, Format, PipeConfig, PipeHandler, PrintHandler};
-use crate::pool::{FailurePolicy, Ordering, Scheduler};
+use crate::metrics::{ConsumerMetrics, MetricsServer};
+use crate::pool::{Ordering, Scheduler};
 
 /// A preference list of assignors (an alias, so clap takes it as one value).
 type Assignors = Vec<Assignor>;
@@ -331,65 +331,128 @@ fn resolve_target(args: &ConsumerArgs, typed: &dyn Fn(&str) -> bool) -> Result<T
     counted.ok_or_else(usage)
 }
 
-/// Builds the run's configuration from the command line.
-fn config(args: &ConsumerArgs, command_line: &CommandLine) -> Result<ConsumerConfig> {
-    let t = resolve_target(args, &|flag| command_line.typed(flag))?;
-    if t.group.trim().is_empty() {
-        return Err(Error::Usage(
-            "the group id is empty: give a group name".into(),
-        ));
+/// Sets on `b` every option of `args` that `given` names (by clap id:
+/// the field name), except the positional target, which the binary
+/// resolves. The binary gives every option (its defaults included); a
+/// library consumer gives only what its properties set.
+fn configure(
+    args: &ConsumerArgs,
+    mut b: ConsumerBuilder,
+    given: &dyn Fn(&str) -> bool,
+) -> Result<ConsumerBuilder> {
+    macro_rules! copy {
+        ($($field:ident => $setter:ident),* $(,)?) => {
+            $( if given(stringify!($field)) { b = b.$setter(args.$field.clone()); } )*
+        };
     }
+    macro_rules! copy_some {
+        ($($field:ident => $setter:ident),* $(,)?) => {
+            $( if let (true, Some(v)) = (given(stringify!($field)), &args.$field) {
+                b = b.$setter(v.clone());
+            } )*
+        };
+    }
+    copy_some! {
+        brokers => bootstrap_servers, topic => topics, group => group,
+        group_remote_assignor => group_remote_assignor,
+        group_instance_id => group_instance_id, client_id => client_id,
+        workers => workers,
+    }
+    copy! {
+        group_protocol => group_protocol, assignor => assignors,
+        session_timeout => session_timeout, heartbeat_interval => heartbeat_interval,
+        max_poll_interval => max_poll_interval, metadata_max_age => metadata_max_age,
+        from => start_at, reset => reset, scheduler => scheduler, ordering => ordering,
+        max_in_flight => max_in_flight, retries => retries, retry_backoff => retry_backoff,
+        exit_at_end => exit_at_end, commit_interval => commit_interval,
+        stats_interval => stats_interval, drain_timeout => drain_timeout,
+        fetch_max_wait => fetch_max_wait,
+    }
+    if given("partitions")
+        && let Some(p) = &args.partitions
+    {
+        b = b.partitions(parse_partitions(p)?);
+    }
+    if given("on_failure") {
+        b = b.on_failure(args.on_failure.parse()?);
+    }
+    if given("connect_timeout") {
+        b = b.connect_timeout(Duration::from_secs(args.connect_timeout));
+    }
+    if given("fetch_max_bytes") {
+        b = b.fetch_max_bytes(fetch_bytes("--fetch-max-bytes", args.fetch_max_bytes)?);
+    }
+    if given("max_partition_fetch_bytes") {
+        b = b.max_partition_fetch_bytes(fetch_bytes(
+            "--max-partition-fetch-bytes",
+            args.max_partition_fetch_bytes,
+        )?);
+    }
+    if given("fetch_min_bytes") {
+        b = b.fetch_min_bytes(fetch_bytes("--fetch-min-bytes", args.fetch_min_bytes)?);
+    }
+    if given("fetch_buffer_bytes") {
+        b = b.fetch_buffer_bytes(
+            fetch_bytes("--fetch-buffer-bytes", args.fetch_buffer_bytes)? as usize,
+        );
+    }
+    if SECURITY_IDS.iter().any(|id| given(id)) {
+        let (security, warnings) = args.security.resolve()?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        b = b.security(security);
+    }
+    Ok(b)
+}
+
+/// The clap ids of the security flags (one given means: build the settings).
+pub(crate) const SECURITY_IDS: &[&str] = &[
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+    "sasl_jaas_config",
+    "sasl_oauthbearer_token",
+    "ssl_ca_location",
+    "ssl_certificate_location",
+    "ssl_key_location",
+    "ssl_key_password",
+    "ssl_endpoint_identification_algorithm",
+];
+
+/// A builder carrying what Kafka `properties` set, read exactly as `-X` on
+/// the command line (same names, checks and messages) but without the
+/// environment: a library consumer is configured by its code alone.
+pub(crate) fn property_settings(properties: &[(String, String)]) -> Result<ConsumerBuilder> {
+    let (args, matches) = super::parse_properties::<ConsumerArgs>(properties, Tool::Consumer, &[])?;
+    configure(&args, Consumer::builder(), &|id| {
+        super::set_by(&matches, id)
+    })
+}
+
+/// The consumer the command line describes (its handler aside).
+pub fn builder(args: &ConsumerArgs, command_line: &CommandLine) -> Result<ConsumerBuilder> {
+    let t = resolve_target(args, &|flag| command_line.typed(flag))?;
     if args.workers == Some(0) || args.max_in_flight == 0 {
         return Err(Error::Usage(
             "--workers and --max-in-flight must be at least 1".into(),
         ));
     }
-    let cluster = ClusterConfig {
-        connect_timeout: Duration::from_secs(args.connect_timeout),
-        client_id: args
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("mykafkams-consumer-{}", std::process::id())),
-        security: super::security(&args.security)?,
-        ..ClusterConfig::new(cluster::parse_brokers(&t.brokers)?)
+    let b = configure(args, Consumer::builder(), &|_| true)?
+        .bootstrap_servers(t.brokers)
+        .topics(t.topic)
+        .group(t.group)
+        .partitions(t.partitions);
+    let b = match &args.client_id {
+        Some(_) => b,
+        None => b.client_id(format!("mykafkams-consumer-{}", std::process::id())),
     };
-    let mut cfg = ConsumerConfig::new(cluster, t.topic, t.partitions, t.group);
-    cfg.start = args.from;
-    cfg.reset = args.reset;
-    if let Some(w) = args.workers {
-        cfg.workers = w;
-    }
-    cfg.ordering = args.ordering;
-    cfg.scheduler = args.scheduler;
-    cfg.max_in_flight = args.max_in_flight;
-    cfg.retries = args.retries;
-    cfg.retry_backoff = args.retry_backoff;
-    cfg.exit_at_end = args.exit_at_end;
-    cfg.commit_interval = args.commit_interval;
-    cfg.stats_interval = args.stats_interval;
-    cfg.drain_timeout = args.drain_timeout;
-    cfg.fetch = FetchConfig {
-        max_wait: args.fetch_max_wait,
-        max_bytes: fetch_bytes("--fetch-max-bytes", args.fetch_max_bytes)?,
-        partition_max_bytes: fetch_bytes(
-            "--max-partition-fetch-bytes",
-            args.max_partition_fetch_bytes,
-        )?,
-        min_bytes: fetch_bytes("--fetch-min-bytes", args.fetch_min_bytes)?,
-        buffer_bytes: fetch_bytes("--fetch-buffer-bytes", args.fetch_buffer_bytes)? as usize,
-        reset: args.reset,
-        ..FetchConfig::default()
-    };
-    let m = &mut cfg.membership;
-    m.protocol = args.group_protocol;
-    m.assignors = args.assignor.clone();
-    m.remote_assignor = args.group_remote_assignor.clone();
-    m.instance_id = args.group_instance_id.clone();
-    m.session_timeout = args.session_timeout;
-    m.heartbeat_interval = args.heartbeat_interval;
-    m.rebalance_timeout = args.max_poll_interval;
-    m.metadata_refresh = args.metadata_max_age;
-    Ok(cfg)
+    // A pipe message awaiting its answer is a task, not a thread.
+    Ok(match args.handler.as_str() {
+        "pipe" => b.max_concurrency(args.pipe_processes.max(1) * args.pipe_inflight.max(1)),
+        _ => b,
+    })
 }
 
 /// A fetch size flag's value: a positive number of bytes that fits Kafka's
@@ -404,21 +467,20 @@ fn fetch_bytes(flag: &str, v: i64) -> Result<i32> {
     }
 }
 
-/// Runs the consumer the command line describes, until the end of the log,
-/// a signal, or a failure; prints the summary line.
-pub async fn main(args: ConsumerArgs, command_line: CommandLine) -> Result<()> {
-    let mut os_signals = super::Signals::install()?;
-    let mut cfg = config(&args, &command_line)?;
-    // Listen first: a port in use should not wait for a broker.
-    let metrics = crate::metrics::ConsumerMetrics::new();
-    let endpoint = super::metrics_endpoint("consumer", args.metrics_addr.as_deref(), || {
-        metrics.registry()
-    })
-    .await?;
-    if endpoint.is_some() {
-        cfg.metrics = Some(metrics);
-    }
-    let handler = match (args.handler.as_str(), args.command.is_empty()) {
+/// The handler `--handler` picks, ready to pass to [`Consumer::run`] or,
+/// for `pipe`, [`Consumer::run_async`].
+pub enum Chosen {
+    /// `--handler print`.
+    Print(PrintHandler<std::io::Stdout>),
+    /// `--handler exec -- CMD`.
+    Exec(ExecHandler),
+    /// `--handler pipe -- CMD`.
+    Pipe(PipeHandler),
+}
+
+/// Starts the handler the command line asks for.
+pub fn handler(args: &ConsumerArgs) -> Result<Chosen> {
+    Ok(match (args.handler.as_str(), args.command.is_empty()) {
         ("exec" | "pipe", true) => {
             return Err(Error::Usage(format!(
                 "--handler {} needs a command after `--`, e.g. -- python3 handler.py",
@@ -445,52 +507,24 @@ pub async fn main(args: ConsumerArgs, command_line: CommandLine) -> Result<()> {
             ));
         }
         _ => Chosen::Print(PrintHandler::stdout(args.format)),
-    };
-    let on_failure = match args.on_failure.as_str() {
-        "stop" => FailurePolicy::Stop,
-        "skip" => FailurePolicy::Skip,
-        dlq if dlq.starts_with("dlq:") && dlq.len() > 4 => {
-            let client = cluster::connect(&cfg.cluster).await?;
-            std::sync::Arc::new(DeadLetterQueue::open(&client, &cfg.cluster, &dlq[4..]).await?)
-                .policy()
-        }
-        other => {
-            return Err(Error::Usage(format!(
-                "--on-failure '{other}': use stop, skip or dlq:<topic>"
-            )));
-        }
-    };
-    // Each SIGINT/SIGTERM bumps the counter: 1 = drain and stop, 2 = abort.
-    let (signal_tx, signals) = tokio::sync::watch::channel(0u32);
-    tokio::spawn(async move {
-        loop {
-            os_signals.recv().await;
-            signal_tx.send_modify(|n| *n += 1);
-        }
-    });
-    let summary = match handler {
-        Chosen::Print(h) => consumer::run(cfg, h, on_failure, signals).await?,
-        Chosen::Exec(h) => consumer::run(cfg, h, on_failure, signals).await?,
-        Chosen::Pipe(h) => {
-            // A message awaiting its answer is a task, not a thread.
-            cfg.max_concurrency = args.pipe_processes.max(1) * args.pipe_inflight.max(1);
-            consumer::run_async(cfg, h, on_failure, signals).await?
-        }
-    };
-    eprintln!("{}", summary.line());
-    summary.into_result()
+    })
 }
 
-/// The handler `--handler` picked.
-enum Chosen {
-    Print(PrintHandler<std::io::Stdout>),
-    Exec(ExecHandler),
-    Pipe(PipeHandler),
+/// `--metrics-addr`: starts the endpoint (keep it for the run) and the
+/// metrics it serves, or neither.
+pub async fn metrics(args: &ConsumerArgs) -> Result<Option<(MetricsServer, ConsumerMetrics)>> {
+    let metrics = ConsumerMetrics::new();
+    let endpoint = super::metrics_endpoint("consumer", args.metrics_addr.as_deref(), || {
+        metrics.registry()
+    })
+    .await?;
+    Ok(endpoint.map(|e| (e, metrics)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster;
     use clap::{CommandFactory, FromArgMatches};
 
     #[test]

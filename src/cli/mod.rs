@@ -191,17 +191,57 @@ fn parse_from<T: clap::Parser>(argv: &[std::ffi::OsString]) -> T {
                 (clap::error::ErrorKind::MissingRequiredArgument, Some(u)) => {
                     format!("missing arguments; usage: {u}")
                 }
-                _ => text
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("invalid arguments")
-                    .trim_start_matches("error: ")
-                    .to_string(),
+                _ => first_line(&e),
             };
             eprintln!("error: {first} (see {bin} --help)");
             std::process::exit(crate::error::EXIT_USAGE);
         }
     }
+}
+
+/// Reads Kafka `properties` as `-X` on `tool`'s command line would (same
+/// names, checks and messages), without the environment, into `T`; the
+/// matches tell which options the properties set (by clap id). `positional`
+/// fills required positional arguments, which properties never set.
+pub(crate) fn parse_properties<T: clap::Parser>(
+    properties: &[(String, String)],
+    tool: Tool,
+    positional: &[&str],
+) -> Result<(T, clap::ArgMatches)> {
+    let mut raw = vec![std::ffi::OsString::from("mykafkams")];
+    for (k, v) in properties {
+        raw.push("-X".into());
+        raw.push(format!("{k}={v}").into());
+    }
+    raw.extend(positional.iter().map(std::ffi::OsString::from));
+    let folded = crate::config::fold_with_env(raw, tool, &|_| None)?;
+    for w in &folded.warnings {
+        tracing::warn!("{w}");
+    }
+    let bad = |e: clap::Error| Error::Usage(format!("a property: {}", first_line(&e)));
+    let matches = T::command()
+        .mut_args(|a| a.env(None::<&str>))
+        .args_override_self(true)
+        .try_get_matches_from(&folded.argv)
+        .map_err(bad)?;
+    let args = T::from_arg_matches(&matches).map_err(bad)?;
+    Ok((args, matches))
+}
+
+/// Whether the properties behind `matches` ([`parse_properties`]) set option `id`.
+pub(crate) fn set_by(matches: &clap::ArgMatches, id: &str) -> bool {
+    matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+}
+
+/// The first line of clap's report, without its `error: ` prefix.
+fn first_line(e: &clap::Error) -> String {
+    e.render()
+        .to_string()
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_string()
 }
 
 /// The security settings of the command line, with their warnings printed

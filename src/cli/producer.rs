@@ -1,7 +1,7 @@
 //! The `producer` command line: `producer [BROKER] TOPIC [KEY]` publishes
 //! each line of stdin (or `--input`) as one Kafka message. Its flags, how the
-//! positional arguments map onto brokers, topic and key, and the run itself.
-//! The binary only calls [`main`].
+//! positional arguments map onto brokers, topic and key ([`builder`]), and
+//! the loop that feeds the input to a [`TopicProducer`] ([`publish`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,10 +10,11 @@ use clap::Parser;
 use memchr::memmem::Finder;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::cluster::{self, ClusterConfig};
-use crate::config::{PropertyArgs, SecurityArgs};
+use crate::config::{PropertyArgs, SecurityArgs, Tool};
 use crate::error::{Error, Result};
-use crate::producer::{Acks, Compression, MAX_IN_FLIGHT_IDEMPOTENT, Producer, ProducerConfig};
+use crate::producer::{
+    Acks, Compression, MAX_IN_FLIGHT_IDEMPOTENT, Producer, ProducerBuilder, TopicProducer,
+};
 
 /// Publish lines as Kafka messages, keyed so that one key's messages stay in order.
 #[derive(Parser, Debug)]
@@ -136,56 +137,102 @@ fn resolve_positionals(args: &ProducerArgs) -> Result<Target> {
     })
 }
 
-/// The producer settings the flags ask for. Idempotence left unset follows
-/// Java: on, unless --acks or --max-in-flight-requests rule it out.
-fn producer_config(args: &ProducerArgs, topic: &str) -> ProducerConfig {
-    let idempotence = args.idempotence.unwrap_or_else(|| {
-        let possible =
-            args.acks == Acks::All && args.max_in_flight_requests <= MAX_IN_FLIGHT_IDEMPOTENT;
-        if !possible {
-            tracing::info!(
-                "idempotence off: --acks {} / --max-in-flight-requests {} rule it out",
-                args.acks,
-                args.max_in_flight_requests
-            );
-        }
-        possible
-    });
-    ProducerConfig {
-        partition: args.partition,
-        linger: Duration::from_millis(args.linger_ms),
-        batch_bytes: args.batch_size,
-        compression: args.compression,
-        headers: args.headers.clone(),
-        acks: args.acks,
-        idempotence,
-        max_in_flight: args.max_in_flight_requests,
-        buffer_memory: args.buffer_memory,
-        request_timeout: Duration::from_millis(args.request_timeout_ms),
-        delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
-        report: args.report.clone(),
-        ..ProducerConfig::new(topic)
+/// Sets on `b` every option of `args` that `given` names (by clap id: the
+/// field name), except the positional target. The binary gives every
+/// option; a library producer only what its properties set.
+fn configure(
+    args: &ProducerArgs,
+    mut b: ProducerBuilder,
+    given: &dyn Fn(&str) -> bool,
+) -> Result<ProducerBuilder> {
+    let ms = Duration::from_millis;
+    if let (true, Some(v)) = (given("brokers"), &args.brokers) {
+        b = b.bootstrap_servers(v.clone());
     }
+    if let (true, Some(v)) = (given("client_id"), &args.client_id) {
+        b = b.client_id(v.clone());
+    }
+    if let (true, Some(v)) = (given("partition"), args.partition) {
+        b = b.partition(v);
+    }
+    if let (true, Some(v)) = (given("idempotence"), args.idempotence) {
+        b = b.idempotence(v);
+    }
+    if let (true, Some(v)) = (given("report"), &args.report) {
+        b = b.report(v.clone());
+    }
+    if given("linger_ms") {
+        b = b.linger(ms(args.linger_ms));
+    }
+    if given("batch_size") {
+        b = b.batch_size(args.batch_size);
+    }
+    if given("compression") {
+        b = b.compression(args.compression);
+    }
+    if given("acks") {
+        b = b.acks(args.acks);
+    }
+    if given("max_in_flight_requests") {
+        b = b.max_in_flight_requests(args.max_in_flight_requests);
+    }
+    if given("buffer_memory") {
+        b = b.buffer_memory(args.buffer_memory);
+    }
+    if given("request_timeout_ms") {
+        b = b.request_timeout(ms(args.request_timeout_ms));
+    }
+    if given("delivery_timeout_ms") {
+        b = b.delivery_timeout(ms(args.delivery_timeout_ms));
+    }
+    if given("connect_timeout") {
+        b = b.connect_timeout(Duration::from_secs(args.connect_timeout));
+    }
+    if given("headers") {
+        for (k, v) in &args.headers {
+            b = b.header(k.clone(), v.clone());
+        }
+    }
+    if super::consumer::SECURITY_IDS.iter().any(|id| given(id)) {
+        let (security, warnings) = args.security.resolve()?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        b = b.security(security);
+    }
+    Ok(b)
 }
 
-/// Publishes the input the command line names, until its end, a signal, or a
-/// failure; prints the summary line.
-pub async fn main(args: ProducerArgs) -> Result<()> {
-    let mut signals = super::Signals::install()?;
-    let target = resolve_positionals(&args)?;
-    let cfg = producer_config(&args, &target.topic);
-    cfg.validate()?;
-    let cluster_cfg = ClusterConfig {
-        connect_timeout: Duration::from_secs(args.connect_timeout),
-        client_id: args
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("mykafkams-producer-{}", std::process::id())),
-        security: super::security(&args.security)?,
-        ..ClusterConfig::new(cluster::parse_brokers(&target.brokers)?)
-    };
-    // Open the input before touching the network: a typo in a path should not
-    // wait for a broker.
+/// A builder carrying what Kafka `properties` set, read exactly as `-X` on
+/// the command line but without the environment.
+pub(crate) fn property_settings(properties: &[(String, String)]) -> Result<ProducerBuilder> {
+    // The positional TOPIC is required by the command line, not here.
+    let (args, matches) =
+        super::parse_properties::<ProducerArgs>(properties, Tool::Producer, &["-"])?;
+    configure(&args, Producer::builder(), &|id| {
+        super::set_by(&matches, id)
+    })
+}
+
+/// The producer the command line describes, and the topic and default key
+/// it writes lines to.
+pub fn builder(args: &ProducerArgs) -> Result<(ProducerBuilder, String, Option<String>)> {
+    let target = resolve_positionals(args)?;
+    let b = configure(args, Producer::builder(), &|_| true)?.bootstrap_servers(target.brokers);
+    Ok((b, target.topic, target.key))
+}
+
+/// The opened input and the metrics endpoint, made before anything
+/// touches the network: a typo in a path or a port in use should not wait
+/// for a broker.
+pub struct Input(
+    Box<dyn AsyncRead + Unpin + Send>,
+    crate::metrics::ProducerMetrics,
+    Option<super::MetricsServer>,
+);
+
+/// Opens the input (`--input` or stdin) and starts `--metrics-addr`.
+pub async fn open_input(args: &ProducerArgs) -> Result<Input> {
     let input: Box<dyn AsyncRead + Unpin + Send> = match &args.input {
         Some(path) => Box::new(
             tokio::fs::File::open(path)
@@ -194,38 +241,42 @@ pub async fn main(args: ProducerArgs) -> Result<()> {
         ),
         None => Box::new(tokio::io::stdin()),
     };
-    // Listen before touching the network, like the input above.
     let metrics = crate::metrics::ProducerMetrics::new();
-    let _endpoint = super::metrics_endpoint("producer", args.metrics_addr.as_deref(), || {
+    let endpoint = super::metrics_endpoint("producer", args.metrics_addr.as_deref(), || {
         metrics.registry()
     })
     .await?;
-    cluster::preflight(&cluster_cfg).await?;
-    if args.create_topic {
-        let client = cluster::connect(&cluster_cfg).await?;
-        if cluster::create_topic_if_missing(
-            &client,
-            &cluster_cfg,
-            &target.topic,
-            args.partitions,
-            args.replication_factor,
-        )
-        .await?
-        {
-            tracing::info!(
-                "created topic '{}' with {} partition(s)",
-                target.topic,
-                args.partitions
-            );
-        }
+    Ok(Input(input, metrics, endpoint))
+}
+
+/// Publishes the input the command line names to `topic` with `producer`,
+/// until its end, a signal, or a failure; prints the summary line.
+pub async fn publish(
+    args: &ProducerArgs,
+    producer: Producer,
+    topic: &str,
+    key: Option<&str>,
+    input: Input,
+    mut signals: super::Signals,
+) -> Result<()> {
+    let Input(input, metrics, _endpoint) = input;
+    if args.create_topic
+        && producer
+            .create_topic(topic, args.partitions, args.replication_factor)
+            .await?
+    {
+        tracing::info!(
+            "created topic '{topic}' with {} partition(s)",
+            args.partitions
+        );
     }
-    let producer = Producer::new(&cluster_cfg, cfg).await?;
+    let producer = producer.topic(topic).await?;
     metrics.attach(producer.counters());
 
     let outcome = feed(
         &producer,
         input,
-        target.key.as_deref(),
+        key,
         args.key_separator.as_deref(),
         signals.recv(),
     )
@@ -236,11 +287,10 @@ pub async fn main(args: ProducerArgs) -> Result<()> {
         n => format!(", {n} batch(es) sent again after errors"),
     };
     eprintln!(
-        "producer: {} sent, {} acknowledged, {} failed to topic '{}' in {:.2} s ({:.0} msg/s){retried}",
+        "producer: {} sent, {} acknowledged, {} failed to topic '{topic}' in {:.2} s ({:.0} msg/s){retried}",
         summary.sent,
         summary.acknowledged,
         summary.failed,
-        target.topic,
         summary.elapsed.as_secs_f64(),
         summary.rate()
     );
@@ -268,7 +318,7 @@ const READ_BLOCK: usize = 1024 * 1024;
 /// signal), reading ends, but every byte already read (including a partial
 /// last line) is still sent: nothing taken from the input is dropped.
 async fn feed(
-    producer: &Producer,
+    producer: &TopicProducer,
     mut input: Box<dyn AsyncRead + Unpin + Send>,
     default_key: Option<&str>,
     separator: Option<&str>,
@@ -345,7 +395,7 @@ async fn feed(
 
 /// Sends one input line (its newline, and a CR before it, removed).
 async fn send_line(
-    producer: &Producer,
+    producer: &TopicProducer,
     line: &[u8],
     line_no: u64,
     timestamp_ms: i64,

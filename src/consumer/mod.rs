@@ -27,6 +27,7 @@
 //! arrive after a revocation are never committed.
 
 pub mod assignment;
+mod builder;
 pub mod committer;
 mod fetch;
 pub mod progress;
@@ -39,7 +40,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::cluster::{self, ClusterConfig};
 use crate::error::{Error, Result};
-use crate::fetcher::{FetchConfig, Reset};
+use crate::fetcher::FetchConfig;
 use crate::group::{
     CommitIdentity, GroupClient, GroupConfig, GroupEvent, MemberStatus, Membership,
     MembershipConfig, is_fencing_error,
@@ -50,6 +51,12 @@ use crate::pool::{
     AsyncHandler, BuildError, FailedMessage, FailurePolicy, Handler, Ordering, Pool, PoolConfig,
     PoolStats, Scheduler,
 };
+
+pub use crate::fetcher::Reset;
+pub use crate::group::GroupProtocol;
+pub use crate::group::assignor::Assignor;
+pub use crate::protocol::Security;
+pub use builder::{Consumer, ConsumerBuilder, OnFailure, ShutdownHandle};
 
 use assignment::{Assignment, Settings};
 use committer::Committer;

@@ -57,8 +57,9 @@ pub struct Accumulator {
     batch_cap: usize,
     compression: Compression,
     closed: bool,
-    /// Encoding or codec failures (a bug); reported by the sender.
-    pub seal_errors: Vec<String>,
+    /// Encoding or codec failures (a bug): the batch's record numbers, its
+    /// budget bytes and the error; the sender fails the records.
+    pub seal_errors: Vec<(Vec<u64>, usize, String)>,
 }
 
 impl Accumulator {
@@ -88,6 +89,11 @@ impl Accumulator {
     ) -> Appended {
         if let Some(reason) = &self.partitions[p].stopped {
             return Appended::Stopped(reason.clone());
+        }
+        if self.closed {
+            // The sender stops once what was queued is done: nothing would
+            // ever send this record.
+            return Appended::Stopped("the producer is closed".into());
         }
         let cap = self.batch_cap;
         let mut wake = false;
@@ -133,9 +139,11 @@ impl Accumulator {
                 budget: open.budget,
                 created: open.created,
             }),
-            Err(e) => self
-                .seal_errors
-                .push(format!("encoding a batch for partition {p}: {e}")),
+            Err(e) => self.seal_errors.push((
+                open.numbers,
+                open.budget,
+                format!("encoding a batch for partition {p}: {e}"),
+            )),
         }
     }
 

@@ -1,5 +1,5 @@
 //! The idempotent, pipelined producer (DESIGN rule 8): records of one
-//! partition are written in the order [`Producer::send`] was called, never
+//! partition are written in the order [`TopicProducer::send`] was called, never
 //! twice and never out of order, even across retries, broker restarts and
 //! leader changes.
 //!
@@ -18,6 +18,8 @@
 //!   numbers, and what each produce error means (KIP-360), as Java does.
 
 mod accumulator;
+mod client;
+mod delivery;
 mod idempotence;
 mod partition;
 mod report;
@@ -36,6 +38,9 @@ use crate::cluster::{self, ClusterConfig};
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
 use accumulator::{Accumulator, Budget};
+
+pub use client::{Producer, ProducerBuilder};
+pub use delivery::{Delivery, DeliveryFuture};
 
 /// Record compression for produce requests; every codec is pure Rust.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -232,10 +237,10 @@ impl ProducerConfig {
     }
 }
 
-/// Counts after [`Producer::close`]: what was sent and what the broker acknowledged.
+/// Counts after [`TopicProducer::close`]: what was sent and what the broker acknowledged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProduceSummary {
-    /// Records handed to [`Producer::send`].
+    /// Records handed to [`TopicProducer::send`].
     pub sent: u64,
     /// Records the broker acknowledged (with acks=0: records written to the socket).
     pub acknowledged: u64,
@@ -289,12 +294,17 @@ struct Shared {
     /// Wakes the sender: a batch was sealed or opened, or close was asked.
     wake: tokio::sync::Notify,
     report: Option<report::Report>,
+    /// Futures waiting for single records.
+    waiters: delivery::Waiters,
+    /// Notified each time records end (acknowledged or failed): `flush` waits on it.
+    settled: tokio::sync::Notify,
 }
 
-/// A producer for one topic. Records of one partition are written in the
+/// A producer for one topic: the engine of [`Producer`], and what the
+/// `producer` binary drives. Records of one partition are written in the
 /// order [`send`](Self::send) was called, each at most once;
 /// [`close`](Self::close) waits for every acknowledgement.
-pub struct Producer {
+pub struct TopicProducer {
     shared: Arc<Shared>,
     partitions: i32,
     fixed_partition: Option<i32>,
@@ -303,12 +313,12 @@ pub struct Producer {
     /// batch header), checked before a record is queued.
     max_record: Option<(usize, u64)>,
     round_robin: AtomicUsize,
-    sender: JoinHandle<()>,
+    sender: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     started: Instant,
     topic: String,
 }
 
-impl Producer {
+impl TopicProducer {
     /// Looks up the topic, obtains a producer id (when idempotent) and starts
     /// the sender task.
     pub async fn new(cluster: &ClusterConfig, cfg: ProducerConfig) -> Result<Self> {
@@ -362,6 +372,8 @@ impl Producer {
             counters: Counters::default(),
             wake: tokio::sync::Notify::new(),
             report,
+            waiters: delivery::Waiters::default(),
+            settled: tokio::sync::Notify::new(),
         });
         let sender = sender::Sender::new(
             cluster.clone(),
@@ -385,7 +397,7 @@ impl Producer {
             headers: cfg.headers,
             max_record,
             round_robin: AtomicUsize::new(0),
-            sender: tokio::spawn(sender.run()),
+            sender: tokio::sync::Mutex::new(Some(tokio::spawn(sender.run()))),
             started: Instant::now(),
             topic: cfg.topic,
         })
@@ -428,9 +440,66 @@ impl Producer {
     /// takes, or when its partition stopped after a failed batch (nothing
     /// later is sent to it, so its order is never broken).
     pub async fn send_at(&self, key: Option<&[u8]>, value: &[u8], timestamp_ms: i64) -> Result<()> {
-        let size = self.admit(key, value)?;
+        let size = self.admit(key, value, &self.headers)?;
         self.shared.budget.acquire(size, &self.shared).await;
-        self.append(key, value, timestamp_ms, size)
+        self.append(key, value, &self.headers, timestamp_ms, size, false)
+            .map(|_| ())
+    }
+
+    /// Queues one record with these `headers` (after the configured ones)
+    /// and returns a future of its [`Delivery`]: the partition and offset
+    /// once acknowledged. Waits while the buffer budget is spent; fails like
+    /// [`send_at`](Self::send_at).
+    pub async fn enqueue(
+        &self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<DeliveryFuture> {
+        let merged;
+        let all: &[(String, Vec<u8>)] = if headers.is_empty() {
+            &self.headers
+        } else {
+            merged = self
+                .headers
+                .iter()
+                .cloned()
+                .chain(headers.iter().map(|(k, v)| (k.to_string(), v.to_vec())))
+                .collect::<Vec<_>>();
+            &merged
+        };
+        let size = self.admit(key, value, all)?;
+        self.shared.budget.acquire(size, &self.shared).await;
+        let waiter = self.append(key, value, all, now_ms(), size, true)?;
+        Ok(waiter.expect("asked for"))
+    }
+
+    /// Seals every open batch and waits until each record queued before
+    /// the call was acknowledged or failed. Fails if any of them failed
+    /// (each [`DeliveryFuture`] says which).
+    pub async fn flush(&self) -> Result<()> {
+        let c = &self.shared.counters;
+        let target = c.sent.load(Ordering::Acquire);
+        let failed_before = c.failed.load(Ordering::Acquire);
+        self.shared.accumulator.lock().seal_all();
+        self.shared.wake.notify_one();
+        loop {
+            let settled = self.shared.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if self.shared.ended() >= target {
+                break;
+            }
+            settled.await;
+        }
+        match c.failed.load(Ordering::Acquire) - failed_before {
+            0 => Ok(()),
+            n => Err(Error::FailedMessages(format!(
+                "{n} record(s) to '{}' were not acknowledged; the first error: {}",
+                self.topic,
+                c.first_error.lock().as_deref().unwrap_or("unknown")
+            ))),
+        }
     }
 
     /// [`send_at`](Self::send_at) when the buffer has room now: queues the
@@ -440,17 +509,23 @@ impl Producer {
     /// CLI's input loop) creates a `send_at` future, and moves it, only when
     /// the buffer is full; fails like `send_at`.
     pub fn try_send_at(&self, key: Option<&[u8]>, value: &[u8], timestamp_ms: i64) -> Result<bool> {
-        let size = self.admit(key, value)?;
+        let size = self.admit(key, value, &self.headers)?;
         if !self.shared.budget.try_acquire(size) {
             return Ok(false);
         }
-        self.append(key, value, timestamp_ms, size).map(|()| true)
+        self.append(key, value, &self.headers, timestamp_ms, size, false)
+            .map(|_| true)
     }
 
     /// The record's encoded size, or (numbering it, and counting it failed)
     /// the error when it is larger than the topic takes.
-    fn admit(&self, key: Option<&[u8]>, value: &[u8]) -> Result<usize> {
-        let size = crate::records::encode::BatchBuilder::record_size(key, value, &self.headers);
+    fn admit(
+        &self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(String, Vec<u8>)],
+    ) -> Result<usize> {
+        let size = crate::records::encode::BatchBuilder::record_size(key, value, headers);
         if let Some((max, limit)) = self.max_record
             && size > max
         {
@@ -465,22 +540,26 @@ impl Producer {
     }
 
     /// Numbers the record and appends it to its partition's open batch;
-    /// `size` bytes of the budget are already taken.
+    /// `size` bytes of the budget are already taken. With `wait`, returns
+    /// the future of its delivery, registered before the record is queued.
     fn append(
         &self,
         key: Option<&[u8]>,
         value: &[u8],
+        headers: &[(String, Vec<u8>)],
         timestamp_ms: i64,
         size: usize,
-    ) -> Result<()> {
+        wait: bool,
+    ) -> Result<Option<DeliveryFuture>> {
         let number = self.shared.counters.sent.fetch_add(1, Ordering::Relaxed) + 1;
+        let waiter = wait.then(|| self.shared.waiters.register(number));
         let p = self.partition_of(key);
         let outcome = self.shared.accumulator.lock().append(
             p as usize,
             number,
             key,
             value,
-            &self.headers,
+            headers,
             timestamp_ms,
             size,
         );
@@ -489,7 +568,7 @@ impl Producer {
                 if wake {
                     self.shared.wake.notify_one();
                 }
-                Ok(())
+                Ok(waiter)
             }
             accumulator::Appended::Stopped(reason) => {
                 self.shared.budget.release(size);
@@ -505,9 +584,7 @@ impl Producer {
 
     fn fail_record(&self, number: u64, err: &str) {
         self.shared.counters.fail(1, err);
-        if let Some(r) = &self.shared.report {
-            r.failed(&[number], err);
-        }
+        self.shared.failed(&[number], err);
     }
 
     /// A live view of the counters, for metrics; valid after
@@ -522,11 +599,13 @@ impl Producer {
     }
 
     /// Seals every open batch, waits for every acknowledgement (or failure)
-    /// and reports.
-    pub async fn close(self) -> ProduceSummary {
+    /// and reports. Records sent after `close` fail.
+    pub async fn close(&self) -> ProduceSummary {
         self.shared.accumulator.lock().close();
         self.shared.wake.notify_one();
-        if let Err(e) = self.sender.await {
+        if let Some(sender) = self.sender.lock().await.take()
+            && let Err(e) = sender.await
+        {
             self.shared
                 .counters
                 .fail(0, &format!("sender task failed: {e}"));
@@ -551,6 +630,15 @@ impl Producer {
     }
 }
 
+impl Drop for TopicProducer {
+    /// Without [`close`](Self::close): the sender still writes what was
+    /// queued, then ends (nothing waits for it).
+    fn drop(&mut self) {
+        self.shared.accumulator.lock().close();
+        self.shared.wake.notify_one();
+    }
+}
+
 /// A cloneable, read-only view of a producer's counters, for metrics: reads
 /// atomics, takes no lock, adds nothing per record.
 #[derive(Clone)]
@@ -559,7 +647,7 @@ pub struct ProducerCounters(Arc<Shared>);
 /// The counters at one moment (as in [`ProduceSummary`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProducerCounts {
-    /// Records handed to [`Producer::send`].
+    /// Records handed to [`TopicProducer::send`].
     pub sent: u64,
     /// Records the broker acknowledged.
     pub acknowledged: u64,

@@ -223,8 +223,10 @@ impl Sender {
     fn collect(&mut self, now: Instant) -> Option<Instant> {
         let mut acc = self.shared.accumulator.lock();
         let due = acc.seal_due(self.linger, now.into_std());
-        for e in acc.seal_errors.drain(..) {
-            self.shared.counters.fail(0, &e);
+        for (numbers, budget, e) in acc.seal_errors.drain(..) {
+            self.shared.counters.fail(numbers.len() as u64, &e);
+            self.shared.failed(&numbers, &e);
+            self.shared.budget.release(budget);
         }
         let mut refused = Vec::new();
         for (p, part) in self.parts.iter_mut().enumerate() {
@@ -729,9 +731,7 @@ impl Sender {
             .counters
             .acknowledged
             .fetch_add(batch.records as u64, Ordering::Relaxed);
-        if let Some(r) = &shared.report {
-            r.written(&batch.numbers, p, base_offset.filter(|b| *b >= 0));
-        }
+        shared.written(&batch.numbers, p, base_offset.filter(|b| *b >= 0));
         shared.budget.release(batch.budget);
         batch.data = Bytes::new();
         batch.numbers = Vec::new();
@@ -914,9 +914,7 @@ impl Sender {
         }
         for s in rest {
             self.shared.counters.fail(s.numbers.len() as u64, why);
-            if let Some(r) = &self.shared.report {
-                r.failed(&s.numbers, why);
-            }
+            self.shared.failed(&s.numbers, why);
             self.shared.budget.release(s.budget);
         }
     }
@@ -932,9 +930,7 @@ impl Sender {
     fn fail_batch(&self, batch: Batch, why: &str) {
         let shared = &self.shared;
         shared.counters.fail(batch.records as u64, why);
-        if let Some(r) = &shared.report {
-            r.failed(&batch.numbers, why);
-        }
+        shared.failed(&batch.numbers, why);
         shared.budget.release(batch.budget);
     }
 

@@ -14,7 +14,7 @@ use mykafkams::consumer::{self, ConsumeSummary, ConsumerConfig, Partitions};
 use mykafkams::group::GroupProtocol;
 use mykafkams::group::assignor::Assignor;
 use mykafkams::pool::{FailurePolicy, HandlerError};
-use mykafkams::producer::{Producer, ProducerConfig};
+use mykafkams::producer::{ProducerConfig, TopicProducer};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -216,7 +216,7 @@ pub async fn produce_rounds(
     pause: Duration,
 ) -> u64 {
     let cluster_cfg = ClusterConfig::new(vec![bootstrap()]);
-    let producer = Producer::new(&cluster_cfg, ProducerConfig::new(topic))
+    let producer = TopicProducer::new(&cluster_cfg, ProducerConfig::new(topic))
         .await
         .unwrap();
     for seq in rounds {
