@@ -1,5 +1,5 @@
-//! Reading partitions: long-poll Fetch requests over our own [`Connection`],
-//! decoded by [`crate::records`] into [`Message`]s, keeping the position and
+//! Reading partitions: long-poll Fetch requests over our own `Connection`,
+//! decoded by `crate::records` into [`Message`]s, keeping the position and
 //! the end of the readable log.
 //!
 //! The consumer fetches with one request per broker covering every assigned

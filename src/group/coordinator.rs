@@ -3,7 +3,7 @@
 //! [`super::kip848`].
 //!
 //! [`GroupClient`] speaks FindCoordinator, OffsetFetch and OffsetCommit over
-//! our own [`crate::protocol::Connection`], because rskafka has no
+//! our own `crate::protocol::Connection`, because rskafka has no
 //! consumer-group APIs. It commits the way Kafka's Java consumer does after
 //! `assign()` (a standalone member: generation -1, empty member id), so the
 //! offsets are the group's ordinary committed offsets: `kafka-consumer-groups

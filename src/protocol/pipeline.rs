@@ -122,11 +122,6 @@ impl Connection {
 }
 
 impl Pipeline {
-    /// The broker this pipeline talks to.
-    pub fn broker(&self) -> &str {
-        &self.broker
-    }
-
     /// When the broker's SASL session ends (KIP-368): send nothing new on
     /// this pipeline after this moment.
     pub fn retire_at(&self) -> Option<Instant> {
@@ -137,11 +132,6 @@ impl Pipeline {
     /// error reply.
     pub fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed)
-    }
-
-    /// Requests written and not answered yet.
-    pub fn in_flight(&self) -> usize {
-        self.pending.lock().len()
     }
 
     /// The highest version of `api` both sides support within `ours`.

@@ -60,11 +60,6 @@ impl BatchBuilder {
         }
     }
 
-    /// Records in the batch so far.
-    pub fn len(&self) -> usize {
-        self.count as usize
-    }
-
     /// True before the first record.
     pub fn is_empty(&self) -> bool {
         self.count == 0
