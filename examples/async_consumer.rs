@@ -14,10 +14,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Parser;
-use mykafkams::Message;
-use mykafkams::cluster::{ClusterConfig, parse_brokers};
-use mykafkams::consumer::{self, ConsumerConfig, Partitions};
-use mykafkams::pool::{FailurePolicy, HandlerError};
+use mykafkams::consumer::Partitions;
+use mykafkams::{Consumer, HandlerError, Message, ShutdownHandle};
 
 #[derive(Parser)]
 struct Args {
@@ -44,18 +42,19 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let cluster = ClusterConfig::new(parse_brokers(&args.brokers)?);
-    let partitions = if args.all_partitions {
-        Partitions::All
-    } else {
-        Partitions::Group
-    };
-    let mut config = ConsumerConfig::new(cluster, args.topic, partitions, args.group);
-    config.max_concurrency = args.concurrency;
-    config.max_in_flight = config.max_in_flight.max(args.concurrency);
-    config.exit_at_end = args.exit_at_end;
-    config.commit_interval = Duration::from_millis(200);
-    config.stats_interval = Duration::ZERO;
+    let mut builder = Consumer::builder()
+        .bootstrap_servers(args.brokers)
+        .topics(args.topic)
+        .group(args.group)
+        .max_concurrency(args.concurrency)
+        .max_in_flight(args.concurrency.max(10_000))
+        .exit_at_end(args.exit_at_end)
+        .commit_interval(Duration::from_millis(200))
+        .stats_interval(Duration::ZERO);
+    if args.all_partitions {
+        builder = builder.partitions(Partitions::All);
+    }
+    let consumer = builder.build()?;
 
     let work = Duration::from_millis(args.work_ms);
     let handler = move |msg: Message| async move {
@@ -72,21 +71,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| HandlerError::new(format!("writing stdout: {e}")))
     };
 
-    // Stop requests: the first drains, the second aborts.
-    let (stop, signals) = tokio::sync::watch::channel(0u32);
+    // The first Ctrl-C or SIGTERM drains and stops; the second aborts.
+    let stop = consumer.shutdown_handle();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        loop {
+        for request in [ShutdownHandle::shutdown, ShutdownHandle::abort] {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
-            stop.send_modify(|n| *n += 1);
+            request(&stop);
         }
     });
 
-    let summary = consumer::run_async(config, handler, FailurePolicy::Stop, signals).await?;
+    let summary = consumer.run_async(handler).await?;
     eprintln!(
         "stopped: {:?}, {} handled",
         summary.reason, summary.stats.finished
