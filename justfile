@@ -173,10 +173,12 @@ bench-dist: kafka build dist
 test: kafka kafka-secure
     cargo test -- --test-threads 2
 
-# Formatting and lints, as CI checks them.
+# Formatting, lints, warning-free docs and a packaging dry run, as CI checks them.
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+    cargo publish --dry-run --allow-dirty
 
 # The demo: 100,000 keyed events through producer and ordered consumer, then a verdict.
 demo: build
