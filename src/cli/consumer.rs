@@ -339,6 +339,7 @@ fn configure(
     args: &ConsumerArgs,
     mut b: ConsumerBuilder,
     given: &dyn Fn(&str) -> bool,
+    warn: &dyn Fn(&str),
 ) -> Result<ConsumerBuilder> {
     macro_rules! copy {
         ($($field:ident => $setter:ident),* $(,)?) => {
@@ -399,7 +400,7 @@ fn configure(
     if SECURITY_IDS.iter().any(|id| given(id)) {
         let (security, warnings) = args.security.resolve()?;
         for w in warnings {
-            tracing::warn!("{w}");
+            warn(&w);
         }
         b = b.security(security);
     }
@@ -426,9 +427,12 @@ pub(crate) const SECURITY_IDS: &[&str] = &[
 /// environment: a library consumer is configured by its code alone.
 pub(crate) fn property_settings(properties: &[(String, String)]) -> Result<ConsumerBuilder> {
     let (args, matches) = super::parse_properties::<ConsumerArgs>(properties, Tool::Consumer, &[])?;
-    configure(&args, Consumer::builder(), &|id| {
-        super::set_by(&matches, id)
-    })
+    configure(
+        &args,
+        Consumer::builder(),
+        &|id| super::set_by(&matches, id),
+        &|w| tracing::warn!("{w}"),
+    )
 }
 
 /// The consumer the command line describes (its handler aside).
@@ -439,11 +443,13 @@ pub fn builder(args: &ConsumerArgs, command_line: &CommandLine) -> Result<Consum
             "--workers and --max-in-flight must be at least 1".into(),
         ));
     }
-    let b = configure(args, Consumer::builder(), &|_| true)?
-        .bootstrap_servers(t.brokers)
-        .topics(t.topic)
-        .group(t.group)
-        .partitions(t.partitions);
+    let b = configure(args, Consumer::builder(), &|_| true, &|w| {
+        eprintln!("warning: {w}")
+    })?
+    .bootstrap_servers(t.brokers)
+    .topics(t.topic)
+    .group(t.group)
+    .partitions(t.partitions);
     let b = match &args.client_id {
         Some(_) => b,
         None => b.client_id(format!("mykafkams-consumer-{}", std::process::id())),

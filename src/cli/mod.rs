@@ -6,10 +6,9 @@ pub mod producer;
 
 use std::future::Future;
 
-use crate::config::{CommandLine, SecurityArgs, Tool};
+use crate::config::{CommandLine, Tool};
 use crate::error::{EXIT_OK, Error, Result};
 use crate::metrics::MetricsServer;
-use crate::protocol::Security;
 
 /// The allocator line of [`LONG_VERSION`] (see `ALLOCATOR` in lib.rs).
 #[cfg(all(target_env = "musl", feature = "musl-dlmalloc"))]
@@ -242,16 +241,6 @@ fn first_line(e: &clap::Error) -> String {
         .unwrap_or("invalid arguments")
         .trim_start_matches("error: ")
         .to_string()
-}
-
-/// The security settings of the command line, with their warnings printed
-/// (settings the protocol leaves unused).
-pub fn security(args: &SecurityArgs) -> Result<Security> {
-    let (security, warnings) = args.resolve()?;
-    for w in warnings {
-        eprintln!("warning: {w}");
-    }
-    Ok(security)
 }
 
 /// Starts the `--metrics-addr` endpoint, if asked for, serving `registry`,

@@ -144,6 +144,7 @@ fn configure(
     args: &ProducerArgs,
     mut b: ProducerBuilder,
     given: &dyn Fn(&str) -> bool,
+    warn: &dyn Fn(&str),
 ) -> Result<ProducerBuilder> {
     let ms = Duration::from_millis;
     if let (true, Some(v)) = (given("brokers"), &args.brokers) {
@@ -196,7 +197,7 @@ fn configure(
     if super::consumer::SECURITY_IDS.iter().any(|id| given(id)) {
         let (security, warnings) = args.security.resolve()?;
         for w in warnings {
-            tracing::warn!("{w}");
+            warn(&w);
         }
         b = b.security(security);
     }
@@ -209,16 +210,22 @@ pub(crate) fn property_settings(properties: &[(String, String)]) -> Result<Produ
     // The positional TOPIC is required by the command line, not here.
     let (args, matches) =
         super::parse_properties::<ProducerArgs>(properties, Tool::Producer, &["-"])?;
-    configure(&args, Producer::builder(), &|id| {
-        super::set_by(&matches, id)
-    })
+    configure(
+        &args,
+        Producer::builder(),
+        &|id| super::set_by(&matches, id),
+        &|w| tracing::warn!("{w}"),
+    )
 }
 
 /// The producer the command line describes, and the topic and default key
 /// it writes lines to.
 pub fn builder(args: &ProducerArgs) -> Result<(ProducerBuilder, String, Option<String>)> {
     let target = resolve_positionals(args)?;
-    let b = configure(args, Producer::builder(), &|_| true)?.bootstrap_servers(target.brokers);
+    let b = configure(args, Producer::builder(), &|_| true, &|w| {
+        eprintln!("warning: {w}")
+    })?
+    .bootstrap_servers(target.brokers);
     Ok((b, target.topic, target.key))
 }
 
