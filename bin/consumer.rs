@@ -35,7 +35,7 @@ fn main() {
         let summary = match handler {
             Chosen::Print(h) => consumer.run(h).await?,
             Chosen::Exec(h) => consumer.run(h).await?,
-            Chosen::Pipe(h) => consumer.run_async(h).await?,
+            Chosen::Pipe(h) => consumer.run(h).await?, // an AsyncHandler: tasks
         };
         eprintln!("{}", summary.line());
         summary.into_result()

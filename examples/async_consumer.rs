@@ -84,7 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let summary = consumer.run_async(handler).await?;
+    let summary = consumer.run(handler).await?;
     eprintln!(
         "stopped: {:?}, {} handled",
         summary.reason, summary.stats.finished

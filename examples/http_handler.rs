@@ -115,7 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = tokio::signal::ctrl_c().await;
         stop.shutdown();
     });
-    let summary = consumer.run_async(handler).await?;
+    let summary = consumer.run(handler).await?;
     eprintln!(
         "{} handled, {} requests served",
         summary.stats.finished,

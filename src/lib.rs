@@ -38,7 +38,7 @@
 //!     });
 //!
 //!     let summary = consumer
-//!         .run_async(|msg: Message| async move {
+//!         .run(|msg: Message| async move {
 //!             // Call a service here; an error is retried with backoff.
 //!             println!("{}@{}: {:?}", msg.partition, msg.offset, msg.value);
 //!             Ok::<(), HandlerError>(())
@@ -48,8 +48,8 @@
 //! }
 //! ```
 //!
-//! A sync handler runs on worker threads instead
-//! ([`Consumer::run`], or [`Consumer::run_blocking`] without a runtime):
+//! [`Consumer::run`] takes a sync handler too, and runs it on worker
+//! threads ([`Consumer::run_blocking`] does without a runtime):
 //!
 //! ```no_run
 //! # fn main() -> Result<(), mykafkams::Error> {

@@ -15,6 +15,7 @@ pub mod http;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::Message;
 use crate::offsets::TopicPartition;
-use crate::pool::{Handler, HandlerError, Pool};
+use crate::pool::{AsyncHandler, Handler, HandlerError, Pool};
 
 pub use http::{MetricsServer, serve};
 
@@ -124,15 +125,19 @@ impl EncodeMetric for Histogram {
     }
 }
 
-/// Wraps the user's handler to time each [`Handler::handle`] call into a
-/// histogram; `flush` is forwarded untimed. Installed by
-/// [`consumer::run`](crate::consumer::run) only when metrics are on.
+/// Wraps the user's handler to time each attempt into a histogram: a
+/// [`Handler`]'s call (`flush` is forwarded untimed), or an
+/// [`AsyncHandler`]'s future from creation to completion (one dropped at
+/// its timeout is not observed). Installed by
+/// [`consumer::run`](crate::consumer::run) and
+/// [`consumer::run_async`](crate::consumer::run_async) only when metrics
+/// are on.
 pub struct Timed<H> {
     inner: H,
     latency: Arc<Histogram>,
 }
 
-impl<H: Handler> Timed<H> {
+impl<H> Timed<H> {
     /// Times `inner` into `latency`.
     pub fn new(inner: H, latency: Arc<Histogram>) -> Self {
         Self { inner, latency }
@@ -153,6 +158,26 @@ impl<H: Handler> Handler for Timed<H> {
 
     fn flush(&self) -> Result<(), HandlerError> {
         self.inner.flush()
+    }
+}
+
+impl<H: AsyncHandler> AsyncHandler for Timed<H> {
+    fn handle(&self, msg: &Message) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        self.handle_attempt(msg, 1)
+    }
+
+    fn handle_attempt(
+        &self,
+        msg: &Message,
+        attempt: u32,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        let started = Instant::now();
+        let attempt = self.inner.handle_attempt(msg, attempt);
+        async move {
+            let result = attempt.await;
+            self.latency.observe_since(started);
+            result
+        }
     }
 }
 
@@ -488,6 +513,36 @@ impl Collector for ProducerMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_async_handler_is_timed_from_creation_to_completion() {
+        let latency = Arc::new(Histogram::default());
+        let timed = Timed::new(
+            |_: Message| async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(())
+            },
+            Arc::clone(&latency),
+        );
+        let msg = Message {
+            topic: Arc::from("t"),
+            partition: 0,
+            offset: 0,
+            key: None,
+            value: None,
+            timestamp_ms: 0,
+            headers: crate::Headers::new(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let attempt = AsyncHandler::handle(&timed, &msg);
+        assert_eq!(latency.count(), 0, "not observed before it runs");
+        rt.block_on(attempt).unwrap();
+        assert_eq!(latency.count(), 1);
+        assert!(latency.sum_seconds() >= 0.020, "{}", latency.sum_seconds());
+    }
 
     fn text(r: &Registry) -> String {
         let mut s = String::new();

@@ -473,8 +473,8 @@ fn fetch_bytes(flag: &str, v: i64) -> Result<i32> {
     }
 }
 
-/// The handler `--handler` picks, ready to pass to [`Consumer::run`] or,
-/// for `pipe`, [`Consumer::run_async`].
+/// The handler `--handler` picks, ready to pass to [`Consumer::run`]
+/// (print and exec are sync handlers, run on threads; pipe is async).
 pub enum Chosen {
     /// `--handler print`.
     Print(PrintHandler<std::io::Stdout>),

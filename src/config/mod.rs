@@ -22,6 +22,7 @@ pub mod jaas;
 pub mod properties;
 pub mod secret;
 pub mod security;
+pub(crate) mod settings;
 pub mod suggest;
 
 use std::ffi::OsString;

@@ -7,12 +7,14 @@
 //! The `consumer` binary is its argument parsing plus this builder: what
 //! the command line can do, a service can.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::{ConsumeSummary, ConsumerConfig, Partitions, StartAt};
 use crate::cluster::{self, ClusterConfig};
+use crate::config::settings::{Settings, builder_methods};
 use crate::dlq::DeadLetterQueue;
 use crate::error::{Error, Result};
 use crate::fetcher::Reset;
@@ -84,8 +86,57 @@ impl ShutdownHandle {
     }
 }
 
-/// A setting applied to the draft configuration, in the order given.
-type Setting = Box<dyn FnOnce(&mut Draft) + Send>;
+/// A handler [`Consumer::run`] takes: any [`Handler`] (it runs on worker
+/// threads, `How` = [`OnThreads`]) or [`AsyncHandler`] (tokio tasks, `How`
+/// = [`AsTasks`]). `How` is inferred from the handler's type; nothing else
+/// implements this trait.
+pub trait RunHandler<How>: sealed::Sealed<How> + Send + Sync + 'static {
+    /// Runs the whole pipeline with this handler.
+    #[doc(hidden)]
+    fn run_pipeline(
+        self,
+        config: ConsumerConfig,
+        policy: FailurePolicy,
+        stop: super::ShutdownSignal,
+    ) -> impl Future<Output = Result<ConsumeSummary>> + Send;
+}
+
+/// [`RunHandler`]'s marker for a sync [`Handler`]: worker threads.
+#[derive(Debug)]
+pub enum OnThreads {}
+
+/// [`RunHandler`]'s marker for an [`AsyncHandler`]: tokio tasks.
+#[derive(Debug)]
+pub enum AsTasks {}
+
+mod sealed {
+    /// Keeps [`RunHandler`](super::RunHandler) to the two handler traits.
+    pub trait Sealed<How> {}
+    impl<H: crate::pool::Handler> Sealed<super::OnThreads> for H {}
+    impl<H: crate::pool::AsyncHandler> Sealed<super::AsTasks> for H {}
+}
+
+impl<H: Handler> RunHandler<OnThreads> for H {
+    fn run_pipeline(
+        self,
+        config: ConsumerConfig,
+        policy: FailurePolicy,
+        stop: super::ShutdownSignal,
+    ) -> impl Future<Output = Result<ConsumeSummary>> + Send {
+        super::run(config, self, policy, stop)
+    }
+}
+
+impl<H: AsyncHandler> RunHandler<AsTasks> for H {
+    fn run_pipeline(
+        self,
+        config: ConsumerConfig,
+        policy: FailurePolicy,
+        stop: super::ShutdownSignal,
+    ) -> impl Future<Output = Result<ConsumeSummary>> + Send {
+        super::run_async(config, self, policy, stop)
+    }
+}
 
 /// The configuration as the builder assembles it.
 struct Draft {
@@ -104,69 +155,14 @@ struct Draft {
 /// and the typed setters after them, in the order called: a setter wins
 /// over a property, as a flag wins over `-X` on the command line.
 #[must_use = "a builder does nothing until build() is called"]
+#[derive(Debug)]
 pub struct ConsumerBuilder {
-    properties: Vec<(String, String)>,
-    settings: Vec<Setting>,
-}
-
-impl std::fmt::Debug for ConsumerBuilder {
-    /// Shows the property names and how many settings there are, never a
-    /// value (a property may be a password).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsumerBuilder")
-            .field(
-                "properties",
-                &self.properties.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
-            .field("settings", &self.settings.len())
-            .finish()
-    }
-}
-
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty => |$d:ident, $v:ident| $apply:expr;)*) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(self, value: $ty) -> Self {
-                self.set(move |$d: &mut Draft| {
-                    let $v = value;
-                    $apply;
-                })
-            }
-        )*
-    };
+    settings: Settings<Draft>,
 }
 
 impl ConsumerBuilder {
-    fn set(mut self, f: impl FnOnce(&mut Draft) + Send + 'static) -> Self {
-        self.settings.push(Box::new(f));
-        self
-    }
-
-    /// One Kafka client property, by the name Java and librdkafka use
-    /// (`security.protocol`, `sasl.mechanism`, `ssl.ca.location`,
-    /// `group.id`, `fetch.max.bytes`, ...): the same names, checks and
-    /// messages as `-X` on the command line. A secret value may be a
-    /// reference, `${file:PATH}` or `${env:NAME}`. Checked in
-    /// [`build`](Self::build): an unknown name is an error that suggests the
-    /// closest known one.
-    pub fn property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.properties.push((name.into(), value.into()));
-        self
-    }
-
-    /// [`property`](Self::property) for each pair, e.g. the entries of a
-    /// client `.properties` file.
-    pub fn properties<K: Into<String>, V: Into<String>>(
-        mut self,
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        self.properties
-            .extend(pairs.into_iter().map(|(k, v)| (k.into(), v.into())));
-        self
-    }
-
-    setters! {
+    builder_methods! {
+        Draft;
         /// Bootstrap brokers, `host:port`, comma separated.
         bootstrap_servers: impl Into<String> + Send + 'static => |d, v| d.brokers = v.into();
         /// The topic to read; several, comma separated, make one subscription.
@@ -261,15 +257,9 @@ impl ConsumerBuilder {
             client_id: None,
             on_failure: OnFailure::Stop,
         };
-        // Properties first, so the typed setters win over them.
-        let mut settings = match self.properties.is_empty() {
-            true => Vec::new(),
-            false => crate::cli::consumer::property_settings(&self.properties)?.settings,
-        };
-        settings.extend(self.settings);
-        for setting in settings {
-            setting(&mut draft);
-        }
+        self.settings.apply(&mut draft, |properties| {
+            Ok(crate::cli::consumer::property_settings(properties)?.settings)
+        })?;
         let Draft {
             mut config,
             brokers,
@@ -279,7 +269,7 @@ impl ConsumerBuilder {
         } = draft;
         if brokers.trim().is_empty() {
             return Err(Error::Usage(
-                "no bootstrap servers: give bootstrap_servers(\"host:port\") or the bootstrap.servers property".into(),
+                "no bootstrap servers given: name at least one broker as host:port (bootstrap.servers)".into(),
             ));
         }
         config.cluster.brokers = cluster::parse_brokers(&brokers)?;
@@ -292,17 +282,17 @@ impl ConsumerBuilder {
             .collect();
         if config.topics.is_empty() {
             return Err(Error::Usage(
-                "no topic: give topics(\"name\") or several, comma separated".into(),
+                "no topic given: name at least one topic".into(),
             ));
         }
         if config.group.trim().is_empty() {
             return Err(Error::Usage(
-                "the group id is empty: give group(\"name\") or the group.id property".into(),
+                "the group id is empty: give a group name (group.id)".into(),
             ));
         }
         if config.workers == 0 || config.max_in_flight == 0 || config.max_concurrency == 0 {
             return Err(Error::Usage(
-                "workers, max_in_flight and max_concurrency must be at least 1".into(),
+                "workers, max in flight and max concurrency must be at least 1".into(),
             ));
         }
         for (what, v) in [
@@ -349,8 +339,7 @@ impl Consumer {
     /// A builder with the command line's defaults.
     pub fn builder() -> ConsumerBuilder {
         ConsumerBuilder {
-            properties: Vec::new(),
-            settings: Vec::new(),
+            settings: Settings::default(),
         }
     }
 
@@ -367,29 +356,36 @@ impl Consumer {
     /// Consumes until the end of the log (with
     /// [`exit_at_end`](ConsumerBuilder::exit_at_end)), a stop through a
     /// [`ShutdownHandle`], or a message that fails under
-    /// [`OnFailure::Stop`], with `handler` on worker threads. Commits what
-    /// finished and leaves the group before it returns. Needs a tokio
-    /// runtime with the timer and I/O drivers (`#[tokio::main]`).
+    /// [`OnFailure::Stop`]. Commits what finished and leaves the group
+    /// before it returns. Needs a tokio runtime with the timer and I/O
+    /// drivers (`#[tokio::main]`).
+    ///
+    /// `handler` is a sync [`Handler`] (run on
+    /// [`workers`](ConsumerBuilder::workers) threads) or an
+    /// [`AsyncHandler`] (each message a task, up to
+    /// [`max_concurrency`](ConsumerBuilder::max_concurrency) at once);
+    /// which one is inferred from its type. The guarantees are the same:
+    /// one message per key at a time, in offset order; commits of the
+    /// finished prefix only.
     ///
     /// The summary says why the run ended; [`ConsumeSummary::into_result`]
     /// turns a failed or aborted run into an error.
-    pub async fn run<H: Handler>(self, handler: H) -> Result<ConsumeSummary> {
+    pub async fn run<How, H: RunHandler<How>>(self, handler: H) -> Result<ConsumeSummary> {
         let policy = self.policy().await?;
-        super::run(self.config, handler, policy, self.stop_requests).await
+        handler
+            .run_pipeline(self.config, policy, self.stop_requests)
+            .await
     }
 
-    /// [`run`](Self::run) with an [`AsyncHandler`]: each message is a task on
-    /// the current tokio runtime, up to
-    /// [`max_concurrency`](ConsumerBuilder::max_concurrency) at once (never
-    /// two of one key), with the same guarantees.
+    /// [`run`](Self::run) with an [`AsyncHandler`], for a handler type
+    /// that is also a [`Handler`] (where `run` cannot tell which to use).
     pub async fn run_async<H: AsyncHandler>(self, handler: H) -> Result<ConsumeSummary> {
-        let policy = self.policy().await?;
-        super::run_async(self.config, handler, policy, self.stop_requests).await
+        self.run::<AsTasks, H>(handler).await
     }
 
     /// [`run`](Self::run) for a program without a tokio runtime: starts one,
     /// runs, and shuts it down.
-    pub fn run_blocking<H: Handler>(self, handler: H) -> Result<ConsumeSummary> {
+    pub fn run_blocking<How, H: RunHandler<How>>(self, handler: H) -> Result<ConsumeSummary> {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -473,6 +469,14 @@ mod tests {
         assert!(!format!("{b:?}").contains("hunter2"));
         let e = b.build().unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+        let c = base()
+            .property("security.protocol", "SASL_PLAINTEXT")
+            .property("sasl.mechanism", "PLAIN")
+            .property("sasl.username", "u")
+            .property("sasl.password", "hunter2")
+            .build()
+            .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]

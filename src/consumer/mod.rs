@@ -56,7 +56,9 @@ pub use crate::fetcher::Reset;
 pub use crate::group::GroupProtocol;
 pub use crate::group::assignor::Assignor;
 pub use crate::protocol::Security;
-pub use builder::{Consumer, ConsumerBuilder, OnFailure, ShutdownHandle};
+pub use builder::{
+    AsTasks, Consumer, ConsumerBuilder, OnFailure, OnThreads, RunHandler, ShutdownHandle,
+};
 
 use assignment::{Assignment, Settings};
 use committer::Committer;
@@ -318,16 +320,23 @@ pub async fn run<H: Handler>(
 /// [`ConsumerConfig::max_concurrency`] messages in flight (of distinct
 /// keys), each a task on the current tokio runtime, with the same
 /// guarantees (per-key order, commits of finished prefixes only, retries
-/// and `on_failure`). The handler's latency is not in the metrics.
+/// and `on_failure`).
 pub async fn run_async<H: AsyncHandler>(
     cfg: ConsumerConfig,
     handler: H,
     on_failure: FailurePolicy,
     shutdown: ShutdownSignal,
 ) -> Result<ConsumeSummary> {
-    run_with(cfg, on_failure, shutdown, move |pool_cfg, tracker| {
-        Pool::new_async(pool_cfg, tracker, handler)
-    })
+    let metrics = cfg.metrics.clone();
+    run_with(
+        cfg,
+        on_failure,
+        shutdown,
+        move |pool_cfg, tracker| match metrics {
+            Some(m) => Pool::new_async(pool_cfg, tracker, Timed::new(handler, m.handler_latency())),
+            None => Pool::new_async(pool_cfg, tracker, handler),
+        },
+    )
     .await
 }
 

@@ -16,11 +16,9 @@ use super::{
     ProducerConfig, TopicProducer,
 };
 use crate::cluster::{self, ClusterConfig};
+use crate::config::settings::{Settings, builder_methods};
 use crate::error::{Error, Result};
 use crate::protocol::Security;
-
-/// A setting applied to the draft configuration, in the order given.
-type Setting = Box<dyn FnOnce(&mut Draft) + Send>;
 
 /// The configuration as the builder assembles it.
 struct Draft {
@@ -39,63 +37,14 @@ struct Draft {
 /// Kafka properties given with [`property`](Self::property) apply first
 /// and the typed setters after them, in the order called.
 #[must_use = "a builder does nothing until build() is called"]
+#[derive(Debug)]
 pub struct ProducerBuilder {
-    properties: Vec<(String, String)>,
-    settings: Vec<Setting>,
-}
-
-impl std::fmt::Debug for ProducerBuilder {
-    /// Property names only, never a value (a property may be a password).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProducerBuilder")
-            .field(
-                "properties",
-                &self.properties.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
-            .field("settings", &self.settings.len())
-            .finish()
-    }
-}
-
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty => |$d:ident, $v:ident| $apply:expr;)*) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(self, value: $ty) -> Self {
-                self.set(move |$d: &mut Draft| {
-                    let $v = value;
-                    $apply;
-                })
-            }
-        )*
-    };
+    settings: Settings<Draft>,
 }
 
 impl ProducerBuilder {
-    fn set(mut self, f: impl FnOnce(&mut Draft) + Send + 'static) -> Self {
-        self.settings.push(Box::new(f));
-        self
-    }
-
-    /// One Kafka client property by its Java/librdkafka name
-    /// (`bootstrap.servers`, `security.protocol`, `linger.ms`, `acks`, ...),
-    /// read as `-X` on the command line. Checked in [`build`](Self::build).
-    pub fn property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.properties.push((name.into(), value.into()));
-        self
-    }
-
-    /// [`property`](Self::property) for each pair.
-    pub fn properties<K: Into<String>, V: Into<String>>(
-        mut self,
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        self.properties
-            .extend(pairs.into_iter().map(|(k, v)| (k.into(), v.into())));
-        self
-    }
-
-    setters! {
+    builder_methods! {
+        Draft;
         /// Bootstrap brokers, `host:port`, comma separated.
         bootstrap_servers: impl Into<String> + Send + 'static => |d, v| d.brokers = v.into();
         /// Client id shown in broker logs and quotas.
@@ -147,14 +96,9 @@ impl ProducerBuilder {
             idempotence: None,
         };
         draft.cluster.client_id = format!("mykafkams-producer-{}", std::process::id());
-        let mut settings = match self.properties.is_empty() {
-            true => Vec::new(),
-            false => crate::cli::producer::property_settings(&self.properties)?.settings,
-        };
-        settings.extend(self.settings);
-        for setting in settings {
-            setting(&mut draft);
-        }
+        self.settings.apply(&mut draft, |properties| {
+            Ok(crate::cli::producer::property_settings(properties)?.settings)
+        })?;
         let Draft {
             brokers,
             mut cluster,
@@ -163,7 +107,7 @@ impl ProducerBuilder {
         } = draft;
         if brokers.trim().is_empty() {
             return Err(Error::Usage(
-                "no bootstrap servers: give bootstrap_servers(\"host:port\") or the bootstrap.servers property".into(),
+                "no bootstrap servers given: name at least one broker as host:port (bootstrap.servers)".into(),
             ));
         }
         cluster.brokers = cluster::parse_brokers(&brokers)?;
@@ -184,7 +128,7 @@ impl ProducerBuilder {
         Ok(Producer {
             cluster,
             config,
-            topics: tokio::sync::Mutex::new(HashMap::new()),
+            topics: tokio::sync::Mutex::new(Some(HashMap::new())),
         })
     }
 }
@@ -200,7 +144,8 @@ impl ProducerBuilder {
 pub struct Producer {
     cluster: ClusterConfig,
     config: ProducerConfig,
-    topics: tokio::sync::Mutex<HashMap<String, Arc<TopicProducer>>>,
+    /// The open topics; `None` once closed.
+    topics: tokio::sync::Mutex<Option<HashMap<String, Arc<TopicProducer>>>>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -215,15 +160,20 @@ impl Producer {
     /// A builder with Java's producer defaults.
     pub fn builder() -> ProducerBuilder {
         ProducerBuilder {
-            properties: Vec::new(),
-            settings: Vec::new(),
+            settings: Settings::default(),
         }
     }
 
     /// The producer of `topic`, opened on first use (metadata and, when
-    /// idempotent, a producer id). Fails if the topic does not exist.
+    /// idempotent, a producer id). Fails if the topic does not exist, or
+    /// once the producer is closed.
     pub async fn topic(&self, topic: &str) -> Result<Arc<TopicProducer>> {
         let mut topics = self.topics.lock().await;
+        let Some(topics) = topics.as_mut() else {
+            return Err(Error::FailedMessages(format!(
+                "the producer is closed: nothing more is sent to '{topic}'"
+            )));
+        };
         if let Some(p) = topics.get(topic) {
             return Ok(Arc::clone(p));
         }
@@ -267,7 +217,10 @@ impl Producer {
     /// Sends every batch now and waits until each record queued so far was
     /// acknowledged or failed; fails if any of them failed.
     pub async fn flush(&self) -> Result<()> {
-        let topics: Vec<_> = self.topics.lock().await.values().cloned().collect();
+        let topics: Vec<_> = match self.topics.lock().await.as_ref() {
+            Some(open) => open.values().cloned().collect(),
+            None => Vec::new(),
+        };
         let mut first_error = None;
         for p in topics {
             if let Err(e) = p.flush().await {
@@ -295,16 +248,11 @@ impl Producer {
         .await
     }
 
-    /// Flushes and stops every topic's sender; returns what each did, by
-    /// topic. Records sent after this fail.
+    /// Sends what is queued, waits for every acknowledgement and stops
+    /// every topic's sender; returns what each did, by topic. Records sent
+    /// after this fail at once. A second call returns nothing.
     pub async fn close(&self) -> Vec<(String, ProduceSummary)> {
-        let topics: Vec<_> = self
-            .topics
-            .lock()
-            .await
-            .iter()
-            .map(|(t, p)| (t.clone(), Arc::clone(p)))
-            .collect();
+        let topics = self.topics.lock().await.take().unwrap_or_default();
         let mut out = Vec::new();
         for (t, p) in topics {
             out.push((t, p.close().await));
