@@ -42,6 +42,8 @@ pub enum Appended {
     Queued { wake: bool },
     /// The partition stopped after a failed batch; the record was not queued.
     Stopped(String),
+    /// The producer is closed; the record was not queued.
+    Closed,
 }
 
 #[derive(Default)]
@@ -93,7 +95,7 @@ impl Accumulator {
         if self.closed {
             // The sender stops once what was queued is done: nothing would
             // ever send this record.
-            return Appended::Stopped("the producer is closed".into());
+            return Appended::Closed;
         }
         let cap = self.batch_cap;
         let mut wake = false;

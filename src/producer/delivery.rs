@@ -69,6 +69,8 @@ impl Waiters {
 impl Shared {
     /// Records `numbers` (in batch order) were written to partition `p`
     /// from `base_offset` (`None` with acks=0).
+    /// Counts them acknowledged last, so whoever sees the count (`flush`)
+    /// finds their futures resolved.
     pub(super) fn written(&self, numbers: &[u64], p: i32, base_offset: Option<i64>) {
         if let Some(r) = &self.report {
             r.written(numbers, p, base_offset);
@@ -86,10 +88,14 @@ impl Shared {
             }
         }
         drop(waiters);
+        self.counters
+            .acknowledged
+            .fetch_add(numbers.len() as u64, Ordering::Release);
         self.settled.notify_waiters();
     }
 
-    /// Records `numbers` failed for good, because of `why` (already counted).
+    /// Records `numbers` failed for good, because of `why`; counted last,
+    /// as in [`written`](Self::written).
     pub(super) fn failed(&self, numbers: &[u64], why: &str) {
         if let Some(r) = &self.report {
             r.failed(numbers, why);
@@ -103,6 +109,7 @@ impl Shared {
             }
         }
         drop(waiters);
+        self.counters.fail(numbers.len() as u64, why);
         self.settled.notify_waiters();
     }
 

@@ -278,11 +278,12 @@ struct Counters {
 }
 
 impl Counters {
+    /// The error first, then the count: whoever sees the count finds it.
     fn fail(&self, n: u64, err: &str) {
-        self.failed.fetch_add(n, Ordering::Relaxed);
         self.first_error
             .lock()
             .get_or_insert_with(|| err.to_string());
+        self.failed.fetch_add(n, Ordering::Release);
     }
 }
 
@@ -570,6 +571,15 @@ impl TopicProducer {
                 }
                 Ok(waiter)
             }
+            accumulator::Appended::Closed => {
+                self.shared.budget.release(size);
+                let err = format!(
+                    "the producer of '{}' is closed: record not sent",
+                    self.topic
+                );
+                self.fail_record(number, &err);
+                Err(Error::FailedMessages(err))
+            }
             accumulator::Appended::Stopped(reason) => {
                 self.shared.budget.release(size);
                 let err = format!(
@@ -583,7 +593,6 @@ impl TopicProducer {
     }
 
     fn fail_record(&self, number: u64, err: &str) {
-        self.shared.counters.fail(1, err);
         self.shared.failed(&[number], err);
     }
 

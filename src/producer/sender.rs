@@ -224,7 +224,6 @@ impl Sender {
         let mut acc = self.shared.accumulator.lock();
         let due = acc.seal_due(self.linger, now.into_std());
         for (numbers, budget, e) in acc.seal_errors.drain(..) {
-            self.shared.counters.fail(numbers.len() as u64, &e);
             self.shared.failed(&numbers, &e);
             self.shared.budget.release(budget);
         }
@@ -727,10 +726,6 @@ impl Sender {
             part.last_acked_offset = part.last_acked_offset.max(base + batch.records as i64 - 1);
         }
         let shared = &self.shared;
-        shared
-            .counters
-            .acknowledged
-            .fetch_add(batch.records as u64, Ordering::Relaxed);
         shared.written(&batch.numbers, p, base_offset.filter(|b| *b >= 0));
         shared.budget.release(batch.budget);
         batch.data = Bytes::new();
@@ -913,7 +908,6 @@ impl Sender {
             self.fail_batch(b, why);
         }
         for s in rest {
-            self.shared.counters.fail(s.numbers.len() as u64, why);
             self.shared.failed(&s.numbers, why);
             self.shared.budget.release(s.budget);
         }
@@ -929,7 +923,6 @@ impl Sender {
 
     fn fail_batch(&self, batch: Batch, why: &str) {
         let shared = &self.shared;
-        shared.counters.fail(batch.records as u64, why);
         shared.failed(&batch.numbers, why);
         shared.budget.release(batch.budget);
     }
