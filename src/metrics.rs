@@ -514,6 +514,18 @@ impl Collector for ProducerMetrics {
 mod tests {
     use super::*;
 
+    fn message() -> Message {
+        Message {
+            topic: Arc::from("t"),
+            partition: 0,
+            offset: 0,
+            key: None,
+            value: None,
+            timestamp_ms: 0,
+            headers: crate::Headers::new(),
+        }
+    }
+
     #[test]
     fn an_async_handler_is_timed_from_creation_to_completion() {
         let latency = Arc::new(Histogram::default());
@@ -524,15 +536,7 @@ mod tests {
             },
             Arc::clone(&latency),
         );
-        let msg = Message {
-            topic: Arc::from("t"),
-            partition: 0,
-            offset: 0,
-            key: None,
-            value: None,
-            timestamp_ms: 0,
-            headers: crate::Headers::new(),
-        };
+        let msg = message();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -617,15 +621,7 @@ mod tests {
             },
             Arc::clone(&h),
         );
-        let mut msg = Message {
-            topic: Arc::from("t"),
-            partition: 0,
-            offset: 0,
-            key: None,
-            value: None,
-            timestamp_ms: 0,
-            headers: crate::Headers::new(),
-        };
+        let mut msg = message();
         assert!(timed.handle(&msg).is_ok());
         msg.offset = 1;
         assert!(timed.handle(&msg).is_err());

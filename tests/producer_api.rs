@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{bootstrap, kafka_tool, read_partition, require_broker, unique};
+use common::{bootstrap, read_partition, require_broker, unique};
 use mykafkams::error::EXIT_FAILED_MESSAGES;
 use mykafkams::{Error, Producer};
 
@@ -14,25 +14,10 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
 }
 
-/// A one-partition topic with these `--config` settings.
+/// A new one-partition topic with these `--config` settings.
 fn topic_with(config: &[&str]) -> String {
     let topic = unique("papi");
-    let addr = bootstrap();
-    let mut args = vec![
-        "--bootstrap-server",
-        addr.as_str(),
-        "--create",
-        "--topic",
-        topic.as_str(),
-        "--partitions",
-        "1",
-        "--replication-factor",
-        "1",
-    ];
-    for c in config {
-        args.extend(["--config", c]);
-    }
-    kafka_tool("topics", &args);
+    common::create_topic_with(&topic, config);
     topic
 }
 

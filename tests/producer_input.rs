@@ -8,28 +8,10 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use common::sequences::{Ack, Tally, keyed_input, read_log, read_report};
-use common::{kafka_tool, producer, require_broker, run_with_input, unique};
+use common::{producer, require_broker, run_with_input, unique};
 
 fn scratch(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)
-}
-
-fn create_topic(addr: &str, topic: &str, config: &[&str]) {
-    let mut args = vec![
-        "--bootstrap-server",
-        addr,
-        "--create",
-        "--topic",
-        topic,
-        "--partitions",
-        "1",
-        "--replication-factor",
-        "1",
-    ];
-    for c in config {
-        args.extend(["--config", c]);
-    }
-    kafka_tool("topics", &args);
 }
 
 fn stderr(out: &Output) -> String {
@@ -75,7 +57,7 @@ fn acks_0_or_1_with_idempotence_is_a_usage_error_before_any_connection() {
 fn acks_0_writes_without_offsets_and_turns_idempotence_off_by_itself() {
     let addr = require_broker();
     let topic = unique("acks0");
-    create_topic(&addr, &topic, &[]);
+    common::create_topic_with(&topic, &[]);
     let report = scratch(&format!("{topic}.report"));
     let mut cmd = producer();
     cmd.args(["--acks", "0", "--report"])
@@ -102,7 +84,7 @@ fn a_record_over_max_message_bytes_names_the_limit_and_nothing_after_it_is_sent(
     let addr = require_broker();
     for compression in ["none", "gzip"] {
         let topic = unique("too-large");
-        create_topic(&addr, &topic, &["max.message.bytes=20000"]);
+        common::create_topic_with(&topic, &["max.message.bytes=20000"]);
         let report = scratch(&format!("{topic}.report"));
         // Incompressible, so gzip cannot bring it under the limit: the
         // broker's own check refuses it then.
@@ -159,7 +141,7 @@ fn a_record_over_max_message_bytes_names_the_limit_and_nothing_after_it_is_sent(
 fn a_read_error_on_input_is_exit_1_naming_the_line() {
     let addr = require_broker();
     let topic = unique("read-error");
-    create_topic(&addr, &topic, &[]);
+    common::create_topic_with(&topic, &[]);
     // A directory opens, then fails on the first read (EISDIR).
     let out = producer()
         .args(["--input", env!("CARGO_TARGET_TMPDIR"), &addr, &topic, "k"])
@@ -177,7 +159,7 @@ fn a_read_error_on_input_is_exit_1_naming_the_line() {
 fn input_cut_off_mid_line_sends_the_partial_line_once() {
     let addr = require_broker();
     let topic = unique("cut-off");
-    create_topic(&addr, &topic, &[]);
+    common::create_topic_with(&topic, &[]);
     let report = scratch(&format!("{topic}.report"));
     // The writer dies after a partial line: stdin ends without a newline.
     let mut cmd = producer();
@@ -205,7 +187,7 @@ fn a_full_buffer_makes_input_wait_and_loses_or_renumbers_nothing() {
     // record must still be sent once, numbered once, and keep its key's order.
     let addr = require_broker();
     let topic = unique("full-buffer");
-    create_topic(&addr, &topic, &[]);
+    common::create_topic_with(&topic, &[]);
     let report = scratch(&format!("{topic}.report"));
     let (lines, keys) = (20_000, 16);
     let mut cmd = producer();

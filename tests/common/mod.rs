@@ -116,6 +116,27 @@ pub fn produce_lines(topic: &str, partitions: i32, key: &str, lines: &str) {
     );
 }
 
+/// Creates `topic` with one partition and these `--config` settings
+/// (`max.message.bytes=20000`, ...) with Kafka's own admin tool.
+pub fn create_topic_with(topic: &str, config: &[&str]) {
+    let addr = bootstrap();
+    let mut args = vec![
+        "--bootstrap-server",
+        addr.as_str(),
+        "--create",
+        "--topic",
+        topic,
+        "--partitions",
+        "1",
+        "--replication-factor",
+        "1",
+    ];
+    for c in config {
+        args.extend(["--config", c]);
+    }
+    kafka_tool("topics", &args);
+}
+
 /// Runs one of Kafka's own admin tools through the launcher
 /// (`docker/kafka-local.sh tool`), whatever its exit status.
 pub fn try_kafka_tool(name: &str, args: &[&str]) -> Output {
