@@ -64,6 +64,21 @@ pub struct Decoded {
     /// The offset after the last complete batch seen, if any batch was
     /// complete: where the next fetch starts.
     pub next_offset: Option<i64>,
+    /// Decoding stopped at the message limit of [`decode_partition_upto`]
+    /// with bytes left: decode again from `next_offset` for the rest.
+    pub more: bool,
+}
+
+/// [`decode_partition_upto`] without a limit (the tests' shorthand).
+#[cfg(test)]
+pub fn decode_partition(
+    topic: &Arc<str>,
+    partition: i32,
+    records: &Bytes,
+    from: i64,
+    aborted: &[AbortedTxn],
+) -> Result<Decoded, String> {
+    decode_partition_upto(topic, partition, records, from, aborted, usize::MAX)
 }
 
 /// Decodes `records` (the partition's record bytes of a Fetch response,
@@ -71,15 +86,23 @@ pub struct Decoded {
 /// delivers. `aborted` is the response's aborted-transaction list (empty
 /// under read-uncommitted).
 ///
+/// Stops after the first whole batch that brings the messages to
+/// `max_messages` or more (then [`Decoded::more`] says whether bytes are
+/// left). Called again from its `next_offset`, it skips the batches already
+/// decoded by their headers alone, so a large response is decoded a window
+/// at a time: a decoded [`Message`] is several times the size of a small
+/// record on the wire.
+///
 /// Fails (with a one-line reason) only on a corrupt complete batch: a bad
 /// CRC, an unsupported format, an undecodable record. A partial batch at the
 /// end is not an error.
-pub fn decode_partition(
+pub fn decode_partition_upto(
     topic: &Arc<str>,
     partition: i32,
     records: &Bytes,
     from: i64,
     aborted: &[AbortedTxn],
+    max_messages: usize,
 ) -> Result<Decoded, String> {
     let mut pending: Vec<AbortedTxn> = aborted.to_vec();
     // Ascending by first offset; consumed from the front.
@@ -171,6 +194,10 @@ pub fn decode_partition(
             }
         })
         .map_err(|e| format!("corrupt batch at offset {base_offset}: {e}"))?;
+        if out.messages.len() >= max_messages {
+            out.more = !rest.is_empty();
+            break;
+        }
     }
     Ok(out)
 }
@@ -598,6 +625,46 @@ mod tests {
         let d = decode_partition(&topic(), 0, &bytes, 0, &aborted).unwrap();
         assert_eq!(offsets(&d), vec![2, 3]);
         assert_eq!(d.next_offset, Some(7));
+    }
+
+    #[test]
+    fn decoding_a_window_at_a_time_gives_what_decoding_at_once_gives() {
+        // Aborted and committed transactions, and a truncated last batch.
+        let whole = encode(&[
+            data(0, 3),
+            txn(3, 2, 7),
+            txn(5, 3, 8),
+            marker(8, 7, CONTROL_ABORT),
+            marker(9, 8, 1),
+            data(10, 4),
+            data(14, 2),
+        ]);
+        let bytes = whole.slice(..whole.len() - 5);
+        let aborted = [AbortedTxn {
+            producer_id: 7,
+            first_offset: 3,
+        }];
+        let at_once = decode_partition(&topic(), 0, &bytes, 0, &aborted).unwrap();
+        assert!(!at_once.more);
+        for window in [1, 2, 3, 5, 100] {
+            let (mut from, mut got, mut calls) = (0, Vec::new(), 0);
+            loop {
+                let d = decode_partition_upto(&topic(), 0, &bytes, from, &aborted, window).unwrap();
+                calls += 1;
+                assert!(
+                    !d.messages.is_empty() || !d.more,
+                    "a call with more decodes some"
+                );
+                got.extend(d.messages.iter().map(|m| m.offset));
+                from = d.next_offset.unwrap();
+                if !d.more {
+                    break;
+                }
+            }
+            assert_eq!(got, offsets(&at_once), "window {window}");
+            assert_eq!(Some(from), at_once.next_offset, "window {window}");
+            assert!(window < 100 || calls == 1, "one call when it all fits");
+        }
     }
 
     #[test]
