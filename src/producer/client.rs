@@ -137,7 +137,7 @@ impl ProducerBuilder {
 ///
 /// Records of one partition are written in the order they were queued
 /// ([`enqueue`](Self::enqueue), or the first poll of [`send`](Self::send)),
-/// each exactly once: retries after a lost connection or a leader change
+/// never twice: retries after a lost connection or a leader change
 /// never duplicate or reorder them. A record with a key goes to the
 /// partition Kafka's Java client would choose (murmur2), so keyed records
 /// stay in order for every consumer.

@@ -491,7 +491,19 @@ impl TopicProducer {
             if self.shared.ended() >= target {
                 break;
             }
-            settled.await;
+            // Every record ends by its delivery timeout while the sender
+            // runs; a sender that died (a bug) must not hang the caller.
+            if tokio::time::timeout(Duration::from_secs(1), settled)
+                .await
+                .is_err()
+                && self.sender_gone()
+                && self.shared.ended() < target
+            {
+                return Err(Error::Internal(format!(
+                    "the sender of '{}' stopped with records unacknowledged",
+                    self.topic
+                )));
+            }
         }
         match c.failed.load(Ordering::Acquire) - failed_before {
             0 => Ok(()),
@@ -501,6 +513,13 @@ impl TopicProducer {
                 c.first_error.lock().as_deref().unwrap_or("unknown")
             ))),
         }
+    }
+
+    /// Whether the sender task has ended (or was awaited by `close`).
+    fn sender_gone(&self) -> bool {
+        self.sender
+            .try_lock()
+            .is_ok_and(|s| s.as_ref().is_none_or(|h| h.is_finished()))
     }
 
     /// [`send_at`](Self::send_at) when the buffer has room now: queues the
