@@ -583,32 +583,28 @@ impl TopicProducer {
             timestamp_ms,
             size,
         );
-        match outcome {
+        let err = match outcome {
             accumulator::Appended::Queued { wake } => {
                 if wake {
                     self.shared.wake.notify_one();
                 }
-                Ok(waiter)
+                return Ok(waiter);
             }
             accumulator::Appended::Closed => {
-                self.shared.budget.release(size);
-                let err = format!(
+                format!(
                     "the producer of '{}' is closed: record not sent",
                     self.topic
-                );
-                self.fail_record(number, &err);
-                Err(Error::FailedMessages(err))
+                )
             }
-            accumulator::Appended::Stopped(reason) => {
-                self.shared.budget.release(size);
-                let err = format!(
-                    "partition {}/{p} stopped after a failed write: {reason}",
-                    self.topic
-                );
-                self.fail_record(number, &err);
-                Err(Error::FailedMessages(err))
-            }
-        }
+            accumulator::Appended::Stopped(reason) => format!(
+                "partition {}/{p} stopped after a failed write: {reason}",
+                self.topic
+            ),
+        };
+        // Not queued: its budget back, and the record failed (its future too).
+        self.shared.budget.release(size);
+        self.fail_record(number, &err);
+        Err(Error::FailedMessages(err))
     }
 
     fn fail_record(&self, number: u64, err: &str) {
