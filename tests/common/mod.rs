@@ -98,7 +98,11 @@ pub fn run_with_input(mut cmd: Command, stdin: &[u8]) -> Output {
         .spawn()
         .expect("spawning binary");
     let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin).unwrap();
+    match input.write_all(stdin) {
+        // A run that fails before reading (a usage error) may exit first.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.unwrap(),
+    }
     drop(input);
     child.wait_with_output().unwrap()
 }
