@@ -121,10 +121,11 @@ impl Reader {
                     trouble = None;
                     // A window of decoded messages at a time: decoding a
                     // whole response at once held several times its size.
+                    let mut decoder = self.fetcher.decoder(&records, &aborted);
                     loop {
                         let (batch, more) =
                             self.fetcher
-                                .accept_records_upto(&records, &aborted, DECODE_WINDOW)?;
+                                .accept_window(&mut decoder, &records, DECODE_WINDOW)?;
                         if !self.submit(batch, &mut stop).await? {
                             return Ok(Ended::Stopped);
                         }

@@ -45,7 +45,7 @@ use crate::cluster::ClusterConfig;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::protocol::{Connection, ConnectionConfig, ProtocolError, VersionRange, format_addr};
-use crate::records::{AbortedTxn, decode_partition_upto};
+use crate::records::{AbortedTxn, PartitionDecoder};
 
 /// Fetch versions we build and read. Kafka 4 dropped v0-3; v13+ name topics
 /// by id only, so we stop at v12 and name them.
@@ -403,29 +403,30 @@ impl PartitionFetcher {
         records: &Bytes,
         aborted: &[AbortedTxn],
     ) -> Result<Vec<Message>> {
-        self.accept_records_upto(records, aborted, usize::MAX)
+        let mut decoder = self.decoder(records, aborted);
+        self.accept_window(&mut decoder, records, usize::MAX)
             .map(|(messages, _)| messages)
     }
 
+    /// A decoder of `records` fetched at the current position, for
+    /// [`accept_window`](Self::accept_window).
+    pub(crate) fn decoder(&self, records: &Bytes, aborted: &[AbortedTxn]) -> PartitionDecoder {
+        PartitionDecoder::new(&self.topic, self.partition, records, self.next, aborted)
+    }
+
     /// [`accept_records`](Self::accept_records) a window at a time: the
-    /// messages of the next whole batches, at least `max_messages` of them
-    /// when there are that many, and whether records are left to decode
-    /// (call again with the same `records`).
-    pub(crate) fn accept_records_upto(
+    /// messages of the next whole batches of `decoder` (made by
+    /// [`decoder`](Self::decoder) from `records`), at least `max_messages`
+    /// of them when there are that many, and whether records are left.
+    pub(crate) fn accept_window(
         &mut self,
+        decoder: &mut PartitionDecoder,
         records: &Bytes,
-        aborted: &[AbortedTxn],
         max_messages: usize,
     ) -> Result<(Vec<Message>, bool)> {
-        let decoded = decode_partition_upto(
-            &self.topic,
-            self.partition,
-            records,
-            self.next,
-            aborted,
-            max_messages,
-        )
-        .map_err(|e| self.error(format!("the broker sent undecodable records: {e}")))?;
+        let decoded = decoder
+            .next_window(max_messages)
+            .map_err(|e| self.error(format!("the broker sent undecodable records: {e}")))?;
         match decoded.next_offset {
             Some(next) => self.next = self.next.max(next),
             // Since Fetch v3 the broker always returns the first batch whole,

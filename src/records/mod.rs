@@ -64,12 +64,12 @@ pub struct Decoded {
     /// The offset after the last complete batch seen, if any batch was
     /// complete: where the next fetch starts.
     pub next_offset: Option<i64>,
-    /// Decoding stopped at the message limit of [`decode_partition_upto`]
-    /// with bytes left: decode again from `next_offset` for the rest.
+    /// Decoding stopped at the message limit of
+    /// [`PartitionDecoder::next_window`] with bytes left: ask again.
     pub more: bool,
 }
 
-/// [`decode_partition_upto`] without a limit (the tests' shorthand).
+/// Decodes `records` whole (the tests' shorthand for a [`PartitionDecoder`]).
 #[cfg(test)]
 pub fn decode_partition(
     topic: &Arc<str>,
@@ -78,128 +78,156 @@ pub fn decode_partition(
     from: i64,
     aborted: &[AbortedTxn],
 ) -> Result<Decoded, String> {
-    decode_partition_upto(topic, partition, records, from, aborted, usize::MAX)
+    PartitionDecoder::new(topic, partition, records, from, aborted).next_window(usize::MAX)
 }
 
-/// Decodes `records` (the partition's record bytes of a Fetch response,
-/// fetched from offset `from`) into the messages a read-committed consumer
-/// delivers. `aborted` is the response's aborted-transaction list (empty
-/// under read-uncommitted).
-///
-/// Stops after the first whole batch that brings the messages to
-/// `max_messages` or more (then [`Decoded::more`] says whether bytes are
-/// left). Called again from its `next_offset`, it skips the batches already
-/// decoded by their headers alone, so a large response is decoded a window
-/// at a time: a decoded [`Message`] is several times the size of a small
-/// record on the wire.
-///
-/// Fails (with a one-line reason) only on a corrupt complete batch: a bad
-/// CRC, an unsupported format, an undecodable record. A partial batch at the
-/// end is not an error.
-pub fn decode_partition_upto(
-    topic: &Arc<str>,
+/// Decodes a partition's record bytes of a Fetch response, fetched from
+/// offset `from`, into the messages a read-committed consumer delivers, a
+/// window at a time: a decoded [`Message`] is several times the size of a
+/// small record on the wire, so a large response is not decoded at once.
+/// `aborted` is the response's aborted-transaction list (empty under
+/// read-uncommitted). Each batch is read once, whatever the windows.
+pub struct PartitionDecoder {
+    topic: Arc<str>,
     partition: i32,
-    records: &Bytes,
+    /// The batches not decoded yet.
+    rest: Bytes,
     from: i64,
-    aborted: &[AbortedTxn],
-    max_messages: usize,
-) -> Result<Decoded, String> {
-    let mut pending: Vec<AbortedTxn> = aborted.to_vec();
-    // Ascending by first offset; consumed from the front.
-    pending.sort_by_key(|t| std::cmp::Reverse(t.first_offset));
-    let mut aborted_producers: HashSet<i64> = HashSet::new();
-    let mut out = Decoded::default();
-    let mut rest = records.clone();
-    while let Some(batch) = next_batch(&mut rest) {
-        let base_offset = i64::from_be_bytes(batch[0..8].try_into().expect("8 bytes"));
-        let magic = batch[MAGIC_AT] as i8;
-        if magic != 2 {
-            return Err(format!(
-                "batch at offset {base_offset} uses message format v{magic}, which is not supported (only v2)"
-            ));
-        }
-        if batch.len() < BATCH_HEADER {
-            return Err(format!(
-                "batch at offset {base_offset} is shorter than a batch header"
-            ));
-        }
-        let info = batch_info(&batch)
-            .map_err(|e| format!("corrupt batch at offset {base_offset}: {e}"))?;
-        let delta = i32::from_be_bytes(
-            batch[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
-                .try_into()
-                .expect("4 bytes"),
-        );
-        let last_offset = base_offset.saturating_add(i64::from(delta.max(0)));
-        out.next_offset = Some(
-            out.next_offset
-                .unwrap_or(from)
-                .max(last_offset.saturating_add(1)),
-        );
-        // On a LogAppendTime topic the broker rewrites only the batch's max
-        // timestamp, and every record's timestamp is that (as Java reports it).
-        let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]);
-        let log_append_time = (attributes & 0x08 != 0).then(|| {
-            i64::from_be_bytes(
-                batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
-                    .try_into()
-                    .expect("8 bytes"),
-            )
-        });
+    /// Aborted transactions not reached yet, by descending first offset.
+    pending: Vec<AbortedTxn>,
+    /// Producers inside an aborted transaction at this point of the log.
+    aborted_producers: HashSet<i64>,
+    /// The offset after the last complete batch decoded so far.
+    next_offset: Option<i64>,
+}
 
-        // Transactions whose first record is at or before this batch's end
-        // are now in effect (Java: consumeAbortedTransactionsUpTo).
-        if info.producer_id >= 0 {
-            while pending
-                .last()
-                .is_some_and(|t| t.first_offset <= last_offset)
-            {
-                let t = pending.pop().expect("checked");
-                aborted_producers.insert(t.producer_id);
-            }
-        }
-        if info.control {
-            // The type of the first control record (the marker's).
-            let mut first: Option<Option<i16>> = None;
-            batch_records(&batch, &info, |r| {
-                first.get_or_insert_with(|| control_type(r.key.as_ref()));
-            })
-            .map_err(|e| format!("corrupt control batch at offset {base_offset}: {e}"))?;
-            if first.flatten() == Some(CONTROL_ABORT) {
-                aborted_producers.remove(&info.producer_id);
-            }
-            continue;
-        }
-        if info.transactional && aborted_producers.contains(&info.producer_id) {
-            continue;
-        }
-        if last_offset < from {
-            continue;
-        }
-        // Each record takes at least 7 bytes: never trust the count for the allocation.
-        let count = usize::try_from(info.record_count).unwrap_or(0);
-        out.messages.reserve(count.min(batch.len() / 7 + 1));
-        let messages = &mut out.messages;
-        batch_records(&batch, &info, |r| {
-            if r.offset >= from {
-                messages.push(Message {
-                    topic: Arc::clone(topic),
-                    partition,
-                    offset: r.offset,
-                    key: r.key,
-                    value: r.value,
-                    timestamp_ms: log_append_time.unwrap_or(r.timestamp_ms),
-                    headers: r.headers,
-                });
-            }
-        })
-        .map_err(|e| format!("corrupt batch at offset {base_offset}: {e}"))?;
-        if out.messages.len() >= max_messages {
-            out.more = !rest.is_empty();
-            break;
+impl PartitionDecoder {
+    /// A decoder of `records`, fetched from `from`.
+    pub fn new(
+        topic: &Arc<str>,
+        partition: i32,
+        records: &Bytes,
+        from: i64,
+        aborted: &[AbortedTxn],
+    ) -> Self {
+        let mut pending: Vec<AbortedTxn> = aborted.to_vec();
+        // By descending first offset: the smallest is popped first.
+        pending.sort_by_key(|t| std::cmp::Reverse(t.first_offset));
+        Self {
+            topic: Arc::clone(topic),
+            partition,
+            rest: records.clone(),
+            from,
+            pending,
+            aborted_producers: HashSet::new(),
+            next_offset: None,
         }
     }
-    Ok(out)
+
+    /// The messages of the next whole batches: stops after the first batch
+    /// that brings them to `max_messages` or more ([`Decoded::more`] then
+    /// says whether bytes are left). [`Decoded::next_offset`] covers every
+    /// batch decoded so far.
+    ///
+    /// Fails (with a one-line reason) only on a corrupt complete batch: a
+    /// bad CRC, an unsupported format, an undecodable record. A partial
+    /// batch at the end is not an error.
+    pub fn next_window(&mut self, max_messages: usize) -> Result<Decoded, String> {
+        let (from, partition) = (self.from, self.partition);
+        let mut out = Decoded::default();
+        while let Some(batch) = next_batch(&mut self.rest) {
+            let base_offset = i64::from_be_bytes(batch[0..8].try_into().expect("8 bytes"));
+            let magic = batch[MAGIC_AT] as i8;
+            if magic != 2 {
+                return Err(format!(
+                    "batch at offset {base_offset} uses message format v{magic}, which is not supported (only v2)"
+                ));
+            }
+            if batch.len() < BATCH_HEADER {
+                return Err(format!(
+                    "batch at offset {base_offset} is shorter than a batch header"
+                ));
+            }
+            let info = batch_info(&batch)
+                .map_err(|e| format!("corrupt batch at offset {base_offset}: {e}"))?;
+            let delta = i32::from_be_bytes(
+                batch[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+                    .try_into()
+                    .expect("4 bytes"),
+            );
+            let last_offset = base_offset.saturating_add(i64::from(delta.max(0)));
+            self.next_offset = Some(
+                self.next_offset
+                    .unwrap_or(self.from)
+                    .max(last_offset.saturating_add(1)),
+            );
+            // On a LogAppendTime topic the broker rewrites only the batch's max
+            // timestamp, and every record's timestamp is that (as Java reports it).
+            let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]);
+            let log_append_time = (attributes & 0x08 != 0).then(|| {
+                i64::from_be_bytes(
+                    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
+                        .try_into()
+                        .expect("8 bytes"),
+                )
+            });
+
+            // Transactions whose first record is at or before this batch's end
+            // are now in effect (Java: consumeAbortedTransactionsUpTo).
+            if info.producer_id >= 0 {
+                while self
+                    .pending
+                    .last()
+                    .is_some_and(|t| t.first_offset <= last_offset)
+                {
+                    let t = self.pending.pop().expect("checked");
+                    self.aborted_producers.insert(t.producer_id);
+                }
+            }
+            if info.control {
+                // The type of the first control record (the marker's).
+                let mut first: Option<Option<i16>> = None;
+                batch_records(&batch, &info, |r| {
+                    first.get_or_insert_with(|| control_type(r.key.as_ref()));
+                })
+                .map_err(|e| format!("corrupt control batch at offset {base_offset}: {e}"))?;
+                if first.flatten() == Some(CONTROL_ABORT) {
+                    self.aborted_producers.remove(&info.producer_id);
+                }
+                continue;
+            }
+            if info.transactional && self.aborted_producers.contains(&info.producer_id) {
+                continue;
+            }
+            if last_offset < self.from {
+                continue;
+            }
+            // Each record takes at least 7 bytes: never trust the count for the allocation.
+            let count = usize::try_from(info.record_count).unwrap_or(0);
+            out.messages.reserve(count.min(batch.len() / 7 + 1));
+            let messages = &mut out.messages;
+            batch_records(&batch, &info, |r| {
+                if r.offset >= from {
+                    messages.push(Message {
+                        topic: Arc::clone(&self.topic),
+                        partition,
+                        offset: r.offset,
+                        key: r.key,
+                        value: r.value,
+                        timestamp_ms: log_append_time.unwrap_or(r.timestamp_ms),
+                        headers: r.headers,
+                    });
+                }
+            })
+            .map_err(|e| format!("corrupt batch at offset {base_offset}: {e}"))?;
+            if out.messages.len() >= max_messages {
+                out.more = !self.rest.is_empty();
+                break;
+            }
+        }
+        out.next_offset = self.next_offset;
+        Ok(out)
+    }
 }
 
 /// Splits the next complete batch off `rest`; `None` at the end or when
@@ -647,22 +675,22 @@ mod tests {
         let at_once = decode_partition(&topic(), 0, &bytes, 0, &aborted).unwrap();
         assert!(!at_once.more);
         for window in [1, 2, 3, 5, 100] {
-            let (mut from, mut got, mut calls) = (0, Vec::new(), 0);
-            loop {
-                let d = decode_partition_upto(&topic(), 0, &bytes, from, &aborted, window).unwrap();
+            let mut decoder = PartitionDecoder::new(&topic(), 0, &bytes, 0, &aborted);
+            let (mut got, mut calls) = (Vec::new(), 0);
+            let next = loop {
+                let d = decoder.next_window(window).unwrap();
                 calls += 1;
                 assert!(
                     !d.messages.is_empty() || !d.more,
                     "a call with more decodes some"
                 );
                 got.extend(d.messages.iter().map(|m| m.offset));
-                from = d.next_offset.unwrap();
                 if !d.more {
-                    break;
+                    break d.next_offset;
                 }
-            }
+            };
             assert_eq!(got, offsets(&at_once), "window {window}");
-            assert_eq!(Some(from), at_once.next_offset, "window {window}");
+            assert_eq!(next, at_once.next_offset, "window {window}");
             assert!(window < 100 || calls == 1, "one call when it all fits");
         }
     }
