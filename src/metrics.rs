@@ -159,6 +159,10 @@ impl<H: Handler> Handler for Timed<H> {
     fn flush(&self) -> Result<(), HandlerError> {
         self.inner.flush()
     }
+
+    fn buffers_output(&self) -> bool {
+        self.inner.buffers_output()
+    }
 }
 
 impl<H: AsyncHandler> AsyncHandler for Timed<H> {

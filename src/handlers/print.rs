@@ -117,6 +117,10 @@ impl<W: Write + Send + 'static> Handler for PrintHandler<W> {
         Ok(())
     }
 
+    fn buffers_output(&self) -> bool {
+        true
+    }
+
     fn flush(&self) -> Result<(), HandlerError> {
         self.with_block(|block| {
             if block.is_empty() {

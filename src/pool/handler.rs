@@ -45,6 +45,18 @@ pub trait Handler: Send + Sync + 'static {
     fn flush(&self) -> Result<(), HandlerError> {
         Ok(())
     }
+
+    /// True for a handler whose [`flush`](Self::flush) writes buffered
+    /// output: the `keys` scheduler then lets a worker claim many keys at
+    /// once and publish them in one block (one write, one tracker update).
+    /// False (the default, for handlers that are done when `handle`
+    /// returns): a worker claims one key at a time and publishes after it,
+    /// so a handler that hangs on one message holds back nothing of any
+    /// other key or partition: no completion, no queued message (issue 15's
+    /// stuck key). A handler that overrides `flush` must return true.
+    fn buffers_output(&self) -> bool {
+        false
+    }
 }
 
 impl<F> Handler for F

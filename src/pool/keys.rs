@@ -379,12 +379,17 @@ impl Keys {
         let mut worker = Worker::new(sh, handler, index);
         let mut run: Vec<Job> = Vec::new();
         let mut held: Vec<QueueId> = Vec::new();
+        // A handler that does not buffer gains nothing from publishing many
+        // keys at once, and a hang of one of its messages must not hold
+        // other keys' messages or completions: one key per claim, published
+        // after it (see `Handler::buffers_output`).
+        let one_key = !handler.buffers_output();
         loop {
             let mut s = self.state.lock();
             if !worker.has_unpublished() && !held.is_empty() {
                 s.release(&mut held);
             }
-            let target = self.claim_target();
+            let target = if one_key { 1 } else { self.claim_target() };
             loop {
                 if s.aborted || sh.aborting() {
                     drop(s);
@@ -432,7 +437,7 @@ impl Keys {
             }
             drop(jobs);
             self.record_cost(started.elapsed(), n);
-            if worker.due() {
+            if one_key || worker.due() {
                 worker.publish();
             }
         }
