@@ -98,7 +98,9 @@
 //! - [`pool`]: the ordered worker pool under the consumer, usable on its own
 //!   for any key-ordered work; the [`Handler`] and [`AsyncHandler`] traits.
 //! - [`handlers`]: the binary's handlers (print, exec, pipe), reusable.
-//! - [`offsets`]: which offsets are safe to commit; [`partitioner`]: Kafka's
+//! - [`offsets`]: which offsets are safe to commit; [`offset_map`]: the
+//!   finished offsets beyond them, carried in the commit's metadata (and
+//!   parallel-consumer's maps read); [`partitioner`]: Kafka's
 //!   murmur2 key partitioner; [`metrics`]: Prometheus metrics; [`dlq`]: the
 //!   headers of a dead-lettered record; [`error`]: [`Error`] and its exit codes.
 //! - [`cli`] and [`config`]: the command lines of the two binaries, and
@@ -109,6 +111,7 @@ pub mod message;
 
 pub use message::{Headers, Message};
 
+pub mod offset_map;
 pub mod offsets;
 pub mod partitioner;
 pub mod pool;

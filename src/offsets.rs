@@ -26,10 +26,12 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+
+use crate::offset_map::OffsetMap;
 
 /// A topic name and partition number: the key of [`OffsetTracker::snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -133,11 +135,17 @@ pub struct PartitionOffsets {
     /// Shared with the tracker: how many threads wait for some partition to go
     /// idle. Lanes that batch completions flush early while it is non-zero.
     waiting: Arc<AtomicUsize>,
+    /// Shared with the tracker: finished messages, which wake the committer.
+    finished: Arc<Finished>,
     /// Set when the partition is revoked (group rebalance): its queued
     /// messages are dropped instead of handled. One object per assignment
     /// of a partition, so completions of an earlier assignment can never
     /// touch the state of a later one (the assignment epoch is the object).
     revoked: AtomicBool,
+    /// Set by the committer while the partition's offset map does not fit
+    /// the broker's metadata limit: its reader fetches nothing more until
+    /// the committed offset advances (see [`crate::offset_map`]).
+    map_full: AtomicBool,
 }
 
 impl fmt::Debug for PartitionOffsets {
@@ -152,7 +160,7 @@ impl fmt::Debug for PartitionOffsets {
 }
 
 impl PartitionOffsets {
-    fn new(tp: TopicPartition, waiting: Arc<AtomicUsize>) -> Self {
+    fn new(tp: TopicPartition, waiting: Arc<AtomicUsize>, finished: Arc<Finished>) -> Self {
         Self {
             tp,
             state: Mutex::new(State {
@@ -164,7 +172,9 @@ impl PartitionOffsets {
             }),
             idle: Condvar::new(),
             waiting,
+            finished,
             revoked: AtomicBool::new(false),
+            map_full: AtomicBool::new(false),
         }
     }
 
@@ -264,6 +274,46 @@ impl PartitionOffsets {
             Some(slot) => Some(slot.offset),
             None => s.next_fetch,
         }
+    }
+
+    /// The committable offset (see [`committable`](Self::committable)) and
+    /// the offsets finished above it, as an [`OffsetMap`]: what a commit
+    /// carries. `None` like `committable`.
+    ///
+    /// Guarantee: every offset the map marks done was dispatched and
+    /// finished here, or lies between two such offsets with nothing
+    /// dispatched in between (a gap in the log: no record to handle).
+    /// Takes the lock for one pass over the messages in flight.
+    pub fn commit_point(&self) -> Option<(i64, OffsetMap)> {
+        let s = self.state.lock();
+        let Some(front) = s.slots.front() else {
+            return s.next_fetch.map(|o| (o, OffsetMap::new(o)));
+        };
+        let base = front.offset;
+        let mut ranges: Vec<(i64, i64)> = Vec::new();
+        let mut open: Option<(i64, i64)> = None;
+        for slot in s.slots.iter().skip(1) {
+            match (&mut open, slot.done) {
+                (Some(r), true) => r.1 = slot.offset + 1,
+                (None, true) => open = Some((slot.offset, slot.offset + 1)),
+                (Some(_), false) => ranges.extend(open.take()),
+                (None, false) => {}
+            }
+        }
+        ranges.extend(open);
+        Some((base, OffsetMap::from_ranges(base, ranges)))
+    }
+
+    /// Pauses (`true`) or resumes the partition's fetching because its
+    /// offset map is over the metadata limit; returns the previous value.
+    pub fn set_map_full(&self, full: bool) -> bool {
+        self.map_full.swap(full, Ordering::AcqRel)
+    }
+
+    /// True while the partition's offset map is over the metadata limit:
+    /// its reader fetches nothing more.
+    pub fn map_full(&self) -> bool {
+        self.map_full.load(Ordering::Acquire)
     }
 
     /// Number of dispatched messages not yet finished.
@@ -394,6 +444,8 @@ impl Completion {
     pub fn finish(self) {
         let mut s = self.part.state.lock();
         self.part.finish_locked(&mut s, self.seq);
+        drop(s);
+        self.part.finished.add(1);
     }
 
     /// True once the partition this token belongs to was revoked: the
@@ -422,13 +474,47 @@ pub fn finish_batch(batch: &mut Vec<Completion>) {
     let mut part = Arc::clone(&first.part);
     let mut guard = part.state.lock();
     part.finish_locked(&mut guard, first.seq);
+    let mut n = 1;
     for c in iter {
         if !Arc::ptr_eq(&c.part, &part) {
             drop(guard);
+            part.finished.add(n);
+            n = 0;
             part = Arc::clone(&c.part);
             guard = part.state.lock();
         }
         part.finish_locked(&mut guard, c.seq);
+        n += 1;
+    }
+    drop(guard);
+    part.finished.add(n);
+}
+
+/// Finished messages over every partition of a tracker: wakes the
+/// committer each time another `every` of them finished, so commits keep
+/// up with the rate (issue 15: the window a crash repeats stays small).
+#[derive(Default)]
+struct Finished {
+    count: AtomicU64,
+    /// 0: never wake the committer (it commits on its interval only).
+    every: AtomicU64,
+    wake: tokio::sync::Notify,
+}
+
+impl Finished {
+    /// Counts `n` more finished messages (one atomic add per batch).
+    #[inline]
+    fn add(&self, n: u64) {
+        let every = self.every.load(Ordering::Relaxed);
+        if every == 0 || n == 0 {
+            return;
+        }
+        let before = self.count.fetch_add(n, Ordering::Relaxed);
+        if before / every != (before + n) / every {
+            // Stores a permit when the committer is busy: a wake-up is
+            // never lost, and several coalesce into one commit.
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -442,6 +528,7 @@ pub struct OffsetTracker {
     /// the per-message lookup to one string hash and one index.
     topics: RwLock<TopicMap>,
     waiting: Arc<AtomicUsize>,
+    finished: Arc<Finished>,
 }
 
 impl fmt::Debug for OffsetTracker {
@@ -498,6 +585,7 @@ impl OffsetTracker {
             Arc::new(PartitionOffsets::new(
                 TopicPartition::new(Arc::clone(topic), partition),
                 Arc::clone(&self.waiting),
+                Arc::clone(&self.finished),
             ))
         });
         Ok(Arc::clone(p))
@@ -606,6 +694,20 @@ impl OffsetTracker {
     #[inline]
     pub fn has_waiters(&self) -> bool {
         self.waiting.load(Ordering::Relaxed) > 0
+    }
+
+    /// Asks for a wake-up ([`commit_wanted`](Self::commit_wanted)) each
+    /// time another `every` messages finished, over all partitions; 0
+    /// turns it off (the default).
+    pub fn set_commit_every(&self, every: u64) {
+        self.finished.every.store(every, Ordering::Relaxed);
+    }
+
+    /// Resolves once another `commit_every` messages finished since the
+    /// last time it resolved (at once if that happened meanwhile). Never
+    /// resolves while `commit_every` is 0.
+    pub async fn commit_wanted(&self) {
+        self.finished.wake.notified().await;
     }
 
     /// Total messages in flight over all partitions.
