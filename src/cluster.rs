@@ -346,49 +346,91 @@ pub async fn topic_leaders(cfg: &ClusterConfig, topic: &str) -> Result<Leaders> 
 /// DescribeConfigs request to the first bootstrap broker that answers.
 /// `Ok(None)` when the broker does not report it.
 pub async fn topic_config(cfg: &ClusterConfig, topic: &str, name: &str) -> Result<Option<String>> {
-    use kafka_protocol::messages::DescribeConfigsRequest;
-    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-    const DESCRIBE_CONFIGS_VERSIONS: VersionRange = VersionRange { min: 1, max: 4 };
     const TOPIC_RESOURCE: i8 = 2;
     let mut last = None;
     for addr in &cfg.brokers {
-        let conn = match Connection::connect(addr, cfg.connection()).await {
-            Ok(c) => c,
-            Err(e) => {
-                last = Some(e);
-                continue;
-            }
-        };
-        let version = conn
-            .negotiate(ApiKey::DescribeConfigs, DESCRIBE_CONFIGS_VERSIONS)
-            .map_err(|e| Error::protocol("describing the topic's configuration", e))?;
-        let request = DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default()
-                .with_resource_type(TOPIC_RESOURCE)
-                .with_resource_name(StrBytes::from_string(topic.to_string()))
-                .with_configuration_keys(Some(vec![StrBytes::from_string(name.to_string())])),
-        ]);
-        let response = conn
-            .send(&request, version)
-            .await
-            .map_err(|e| Error::protocol("describing the topic's configuration", e))?;
-        for r in response.results {
-            if r.error_code != 0 {
-                return Err(Error::kafka(
-                    format!("describing the configuration of topic '{topic}'"),
-                    format!("error code {}", r.error_code),
-                ));
-            }
-            if let Some(c) = r.configs.iter().find(|c| c.name.as_str() == name) {
-                return Ok(c.value.as_ref().map(|v| v.to_string()));
-            }
+        match describe_config(cfg, addr, TOPIC_RESOURCE, topic, name).await {
+            Err(DescribeFailed::Connect(e)) => last = Some(e),
+            Err(DescribeFailed::Other(e)) => return Err(e),
+            Ok(v) => return Ok(v),
         }
-        return Ok(None);
     }
     Err(match last {
         Some(e) => Error::protocol("describing the topic's configuration", e),
         None => Error::Usage("no bootstrap broker given".into()),
     })
+}
+
+/// One broker configuration value (e.g. `offset.metadata.max.bytes`), as
+/// the first broker leading a partition of `topic` reports it about itself
+/// (a broker only describes its own static configuration). `Ok(None)` when
+/// no broker reports it; an error when none could be asked (e.g. the
+/// principal lacks DescribeConfigs on the cluster).
+pub async fn broker_config(cfg: &ClusterConfig, topic: &str, name: &str) -> Result<Option<String>> {
+    const BROKER_RESOURCE: i8 = 4;
+    let leaders = topic_leaders(cfg, topic).await?;
+    let mut brokers: Vec<(i32, String)> = leaders.brokers.into_iter().collect();
+    brokers.sort();
+    let mut last = None;
+    for (id, addr) in &brokers {
+        match describe_config(cfg, addr, BROKER_RESOURCE, &id.to_string(), name).await {
+            Ok(v) => return Ok(v),
+            Err(DescribeFailed::Connect(e)) => {
+                last = Some(Error::protocol("describing a broker's configuration", e))
+            }
+            Err(DescribeFailed::Other(e)) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Usage("the cluster named no broker".into())))
+}
+
+/// Why a DescribeConfigs failed: the broker could not be reached (try
+/// another), or it answered with an error.
+enum DescribeFailed {
+    Connect(WireError),
+    Other(Error),
+}
+
+/// One DescribeConfigs round trip to `addr` for one key of one resource.
+async fn describe_config(
+    cfg: &ClusterConfig,
+    addr: &str,
+    resource_type: i8,
+    resource: &str,
+    name: &str,
+) -> std::result::Result<Option<String>, DescribeFailed> {
+    use kafka_protocol::messages::DescribeConfigsRequest;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    const DESCRIBE_CONFIGS_VERSIONS: VersionRange = VersionRange { min: 1, max: 4 };
+    const OP: &str = "describing a configuration";
+    let conn = Connection::connect(addr, cfg.connection())
+        .await
+        .map_err(DescribeFailed::Connect)?;
+    let version = conn
+        .negotiate(ApiKey::DescribeConfigs, DESCRIBE_CONFIGS_VERSIONS)
+        .map_err(|e| DescribeFailed::Other(Error::protocol(OP, e)))?;
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(resource.to_string()))
+            .with_configuration_keys(Some(vec![StrBytes::from_string(name.to_string())])),
+    ]);
+    let response = conn
+        .send(&request, version)
+        .await
+        .map_err(|e| DescribeFailed::Other(Error::protocol(OP, e)))?;
+    for r in response.results {
+        if r.error_code != 0 {
+            return Err(DescribeFailed::Other(Error::kafka(
+                format!("describing the configuration of '{resource}'"),
+                format!("error code {}", r.error_code),
+            )));
+        }
+        if let Some(c) = r.configs.iter().find(|c| c.name.as_str() == name) {
+            return Ok(c.value.as_ref().map(|v| v.to_string()));
+        }
+    }
+    Ok(None)
 }
 
 /// One topic as the cluster's metadata describes it.

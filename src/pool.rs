@@ -333,6 +333,7 @@ impl Pool {
             submitted: Padded(AtomicU64::new(0)),
             submit_abandoned: AtomicU64::new(0),
             revoked: AtomicU64::new(0),
+            already_done: AtomicU64::new(0),
             workers: (0..workers).map(|_| Padded::default()).collect(),
             wake_lock: Mutex::new(()),
             wake_cv: Condvar::new(),
@@ -696,6 +697,7 @@ impl Pool {
             }
         }
         s.revoked = sh.revoked.load(AO::Relaxed);
+        s.already_done = sh.already_done.load(AO::Relaxed);
         s.in_flight = s.submitted.saturating_sub(s.finished + s.revoked);
         s
     }
@@ -704,6 +706,14 @@ impl Pool {
     /// (they leave `in_flight`; the new owner processes them).
     pub fn note_revoked(&self, n: u64) {
         self.shared.revoked.fetch_add(n, AO::Relaxed);
+    }
+
+    /// Counts `n` messages skipped because the committed offset map marked
+    /// them done (issue 15): they never reach the pool.
+    pub fn note_already_done(&self, n: u64) {
+        if n > 0 {
+            self.shared.already_done.fetch_add(n, AO::Relaxed);
+        }
     }
 
     /// Messages currently holding a unit of the `max_in_flight` budget.

@@ -112,6 +112,15 @@ pub struct ConsumerArgs {
     /// How often finished offsets are committed, e.g. 1s.
     #[arg(long, default_value = "1s", env = "KAFKA_COMMIT_INTERVAL", value_parser = parse_duration)]
     commit_interval: Duration,
+    /// Also commit each time this many more messages finished (0: only
+    /// every --commit-interval): bounds what a crash repeats at any rate.
+    #[arg(long, default_value_t = crate::consumer::DEFAULT_COMMIT_EVERY, env = "KAFKA_COMMIT_EVERY")]
+    commit_every: u64,
+    /// Longest offset map (finished offsets above the committed one, in the
+    /// commit's metadata): default the broker's offset.metadata.max.bytes;
+    /// 0 commits no maps.
+    #[arg(long, env = "KAFKA_OFFSET_MAP_MAX_BYTES")]
+    offset_map_max_bytes: Option<usize>,
     /// How often a progress line goes to stderr (0 turns it off).
     #[arg(long, default_value = "5s", env = "KAFKA_STATS_INTERVAL", value_parser = parse_duration)]
     stats_interval: Duration,
@@ -357,7 +366,7 @@ fn configure(
         brokers => bootstrap_servers, topic => topics, group => group,
         group_remote_assignor => group_remote_assignor,
         group_instance_id => group_instance_id, client_id => client_id,
-        workers => workers,
+        workers => workers, offset_map_max_bytes => offset_map_max_bytes,
     }
     copy! {
         group_protocol => group_protocol, assignor => assignors,
@@ -366,6 +375,7 @@ fn configure(
         from => start_at, reset => reset, scheduler => scheduler, ordering => ordering,
         max_in_flight => max_in_flight, retries => retries, retry_backoff => retry_backoff,
         exit_at_end => exit_at_end, commit_interval => commit_interval,
+        commit_every => commit_every,
         stats_interval => stats_interval, drain_timeout => drain_timeout,
         fetch_max_wait => fetch_max_wait,
     }

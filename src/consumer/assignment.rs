@@ -24,6 +24,7 @@ use crate::offsets::{OffsetTracker, PartitionOffsets, TopicPartition};
 use crate::pool::Pool;
 
 use super::StartAt;
+use super::committer::Start;
 use super::fetch::{Ended, Reader};
 
 /// A fetch task's report: which partition (and which assignment of it) ended how.
@@ -88,14 +89,15 @@ impl Assignment {
     }
 
     /// Starts fetching `tps`. `committed` holds the group's committed
-    /// offsets (used when the start is [`StartAt::Committed`]). Each start
+    /// offsets and offset maps (used when the start is
+    /// [`StartAt::Committed`]; the maps' skippers are taken). Each start
     /// is validated against the log first: a committed offset past the end
     /// (topic recreated) or before the start (retention) falls back to the
-    /// reset position, with a warning.
+    /// reset position, with a warning, and its map is not used.
     pub(crate) async fn start(
         &mut self,
         tps: &[TopicPartition],
-        committed: &HashMap<TopicPartition, i64>,
+        committed: &mut HashMap<TopicPartition, Start>,
     ) -> Result<()> {
         for tp in tps {
             if self.running.contains_key(tp) {
@@ -113,7 +115,7 @@ impl Assignment {
                 Reset::Latest => latest,
             };
             let wanted = match self.settings.start {
-                StartAt::Committed => committed.get(tp).copied(),
+                StartAt::Committed => committed.get(tp).map(|c| c.offset),
                 StartAt::Earliest => Some(earliest),
                 StartAt::Latest => Some(latest),
                 StartAt::Offset(o) => Some(o),
@@ -136,6 +138,12 @@ impl Assignment {
                 None => reset_to,
             };
             f.seek(start);
+            // The map describes what lies above the committed offset: only
+            // valid when reading starts there.
+            let done = committed
+                .remove(tp)
+                .filter(|c| c.offset == start)
+                .and_then(|c| c.done);
             // Fetching goes over one connection per broker instead.
             f.release();
             // A fresh state per assignment: whatever an earlier assignment
@@ -155,6 +163,7 @@ impl Assignment {
                 end: Arc::clone(&end),
                 router: Arc::clone(&self.router),
                 exit_at_end: self.settings.exit_at_end,
+                done,
             };
             let report = Reporter {
                 tp: tp.clone(),
@@ -252,6 +261,16 @@ impl Assignment {
     /// True when something runs and every running partition reached its end.
     pub(crate) fn all_at_end(&self) -> bool {
         !self.running.is_empty() && self.running.values().all(|r| r.at_end)
+    }
+
+    /// The running partitions whose fetching is paused because their
+    /// offset map is over the metadata limit.
+    pub(crate) fn paused(&self) -> Vec<TopicPartition> {
+        self.running
+            .iter()
+            .filter(|(_, r)| r.offsets.map_full())
+            .map(|(tp, _)| tp.clone())
+            .collect()
     }
 
     /// `(partition, lag)`: end of the readable log minus the committable offset.

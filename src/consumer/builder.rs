@@ -228,6 +228,12 @@ impl ConsumerBuilder {
         exit_at_end: bool => |d, v| d.config.exit_at_end = v;
         /// How often finished offsets are committed.
         commit_interval: Duration => |d, v| d.config.commit_interval = v;
+        /// Also commit each time this many more messages finished (0: only
+        /// every `commit_interval`).
+        commit_every: u64 => |d, v| d.config.commit_every = v;
+        /// Longest offset map a commit carries (at most the broker's
+        /// `offset.metadata.max.bytes`); 0 commits no maps.
+        offset_map_max_bytes: usize => |d, v| d.config.offset_map_bytes = Some(v);
         /// How often a progress line is logged (zero: never).
         stats_interval: Duration => |d, v| d.config.stats_interval = v;
         /// Longest a graceful stop waits for messages in flight.

@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 use crate::fetcher::broker::{Dispatch, Event, PartLink};
 use crate::fetcher::router::Router;
 use crate::fetcher::{Attempt, INITIAL_BACKOFF, MAX_BACKOFF, PartitionFetcher};
+use crate::message::Message;
+use crate::offset_map::Skipper;
 use crate::offsets::PartitionOffsets;
 use crate::pool::{Pool, SubmitError};
 
@@ -54,7 +56,13 @@ pub(crate) struct Reader {
     pub(crate) router: Arc<Router>,
     /// Stop once caught up.
     pub(crate) exit_at_end: bool,
+    /// Records the committed offset map marks done: skipped (finished in
+    /// the tracker at once, never handled). `None` once passed.
+    pub(crate) done: Option<Skipper>,
 }
+
+/// How often a partition paused by a full offset map looks again.
+const MAP_FULL_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Transient trouble of one partition: when it started and the next pause.
 struct Trouble {
@@ -82,6 +90,15 @@ impl Reader {
             }
             if self.exit_at_end && self.caught_up() {
                 return Ok(Ended::CaughtUp);
+            }
+            // Its offset map is over the metadata limit: fetch nothing more
+            // until the committer sees the map fit again (the committed
+            // offset advanced). The other partitions keep flowing.
+            if self.part.map_full() {
+                tokio::select! {
+                    _ = tokio::time::sleep(MAP_FULL_RECHECK) => continue,
+                    _ = stop.changed() => return Ok(Ended::Stopped),
+                }
             }
             let addr = match &leader {
                 Some(a) => a.clone(),
@@ -175,8 +192,48 @@ impl Reader {
     /// (leaving mid-submit is safe: what was queued is processed or dropped
     /// on revocation, the rest stays unfinished) or the pool stopped.
     async fn submit(
+        &mut self,
+        batch: Vec<Message>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<bool> {
+        let Some(done) = &mut self.done else {
+            return self.submit_all(batch, stop).await;
+        };
+        let flags: Vec<bool> = batch.iter().map(|m| done.is_done(m.offset)).collect();
+        if batch.last().is_some_and(|m| done.passed(m.offset + 1)) {
+            self.done = None;
+        }
+        if !flags.contains(&true) {
+            return self.submit_all(batch, stop).await;
+        }
+        // Records to hand over go to the pool; those the map marks done are
+        // finished in the tracker in their place, in offset order, so the
+        // committed offset moves past them and the next map keeps them.
+        let mut handle: Vec<Message> = Vec::new();
+        let mut skipped = 0u64;
+        for (msg, is_done) in batch.into_iter().zip(flags) {
+            if !is_done {
+                handle.push(msg);
+                continue;
+            }
+            if !handle.is_empty() && !self.submit_all(std::mem::take(&mut handle), stop).await? {
+                self.pool.note_already_done(skipped);
+                return Ok(false);
+            }
+            self.part
+                .dispatch(msg.offset)
+                .map_err(|e| Error::kafka(format!("skipping {}", self.part.topic_partition()), e))?
+                .finish();
+            skipped += 1;
+        }
+        self.pool.note_already_done(skipped);
+        self.submit_all(handle, stop).await
+    }
+
+    /// Submits every record of `batch` to the pool (see [`submit`](Self::submit)).
+    async fn submit_all(
         &self,
-        batch: Vec<crate::message::Message>,
+        batch: Vec<Message>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<bool> {
         if batch.is_empty() {

@@ -64,6 +64,9 @@ use assignment::{Assignment, Settings};
 use committer::Committer;
 use progress::{Progress, partition_label};
 
+/// Default of [`ConsumerConfig::commit_every`].
+pub const DEFAULT_COMMIT_EVERY: u64 = 1000;
+
 /// Where a partition starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartAt {
@@ -129,6 +132,15 @@ pub struct ConsumerConfig {
     pub exit_at_end: bool,
     /// How often committable offsets are committed.
     pub commit_interval: Duration,
+    /// Also commit each time this many more messages finished (0: only
+    /// every `commit_interval`): the window a crash repeats stays small at
+    /// any rate.
+    pub commit_every: u64,
+    /// Longest offset map a commit carries (issue 15, [`crate::offset_map`]):
+    /// `None` the broker's `offset.metadata.max.bytes` (4096 when it cannot
+    /// be read), `Some(0)` no maps, `Some(n)` at most `n` bytes (and at
+    /// most the broker's).
+    pub offset_map_bytes: Option<usize>,
     /// How often a progress line is printed (zero: never).
     pub stats_interval: Duration,
     /// Longest a graceful stop waits for the lanes.
@@ -175,6 +187,8 @@ impl ConsumerConfig {
             retry_backoff: Duration::from_millis(200),
             exit_at_end: false,
             commit_interval: Duration::from_secs(1),
+            commit_every: DEFAULT_COMMIT_EVERY,
+            offset_map_bytes: None,
             stats_interval: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
             fetch: FetchConfig::default(),
@@ -234,11 +248,17 @@ impl ConsumeSummary {
             .iter()
             .map(|(tp, o)| format!("{}={o}", partition_label(tp, single)))
             .collect();
-        let revoked = if self.revocations > 0 {
+        let mut revoked = if self.revocations > 0 {
             format!(", {} partition(s) revoked in rebalances", self.revocations)
         } else {
             String::new()
         };
+        if s.already_done > 0 {
+            revoked.push_str(&format!(
+                ", {} skipped as already done by the committed offset map",
+                s.already_done
+            ));
+        }
         format!(
             "consumer: {} handled ({} skipped, {} dead-lettered), {} failed, {} retried, {} unfinished in {:.2} s ({:.0} msg/s){revoked}; committed {}",
             s.finished,
@@ -380,6 +400,7 @@ async fn run_with(
     .await?;
 
     let tracker = Arc::new(OffsetTracker::new());
+    tracker.set_commit_every(cfg.commit_every);
     let pool_cfg = PoolConfig {
         lanes: cfg.workers.max(1),
         scheduler: cfg.scheduler,
@@ -409,7 +430,11 @@ async fn run_with(
     };
     let mut p = Pipeline {
         assignment: Assignment::new(settings, Arc::clone(&pool), tracker),
-        committer: Committer::new(group, cfg.metrics.clone()),
+        committer: Committer::new(
+            group,
+            cfg.metrics.clone(),
+            committer::map_limit(&cfg.cluster, &cfg.topics[0], cfg.offset_map_bytes).await,
+        ),
         membership: None,
         pool,
         progress: Progress::new(),
@@ -514,27 +539,12 @@ impl Pipeline {
     /// Starts `tps` from the group's committed offsets (or the configured
     /// start).
     async fn assign(&mut self, tps: Vec<TopicPartition>) -> Result<()> {
-        let committed: HashMap<TopicPartition, i64> = if self.start == StartAt::Committed {
-            let mut by_topic: HashMap<Arc<str>, Vec<i32>> = HashMap::new();
-            for tp in &tps {
-                by_topic
-                    .entry(Arc::clone(&tp.topic))
-                    .or_default()
-                    .push(tp.partition);
-            }
-            let query: Vec<(Arc<str>, Vec<i32>)> = by_topic.into_iter().collect();
-            self.committer
-                .group()
-                .fetch_committed(&query)
-                .await?
-                .into_iter()
-                .filter_map(|((t, p), off)| Some((TopicPartition::new(t, p), off?)))
-                .collect()
+        let mut committed = if self.start == StartAt::Committed {
+            self.committer.read_committed(&tps).await?
         } else {
             HashMap::new()
         };
-        self.committer.already(&committed);
-        self.assignment.start(&tps, &committed).await
+        self.assignment.start(&tps, &mut committed).await
     }
 
     /// Gives partitions up (DESIGN rule 7): stop fetching; for a
@@ -722,6 +732,7 @@ impl Pipeline {
         let mut stats_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
         let mut health_tick = tokio::time::interval(Duration::from_millis(50));
+        let tracker = Arc::clone(self.pool.tracker());
         // A signal that arrived during start-up is still unseen here, so the
         // loop stops at once. A caller that drops its sender never stops us.
         let mut signals_open = true;
@@ -731,10 +742,12 @@ impl Pipeline {
                     self.commit().await;
                     self.publish_metrics();
                 }
+                _ = tracker.commit_wanted() => self.commit().await,
                 _ = stats_tick.tick() => {
                     let line = self.progress.line(
                         &self.pool.stats(),
                         &self.assignment.lag(),
+                        &self.assignment.paused(),
                         self.single_topic,
                         self.member_status().as_ref(),
                     );

@@ -47,11 +47,14 @@ impl Progress {
     }
 
     /// One progress line: rate since the last line, in flight, retried,
-    /// failed, per-partition lag, and the group membership if any.
+    /// failed, skipped as already done by an offset map, per-partition lag,
+    /// the partitions paused because their offset map is full, and the
+    /// group membership if any.
     pub fn line(
         &mut self,
         stats: &PoolStats,
         lag: &[(TopicPartition, i64)],
+        paused: &[TopicPartition],
         single_topic: bool,
         group: Option<&MemberStatus>,
     ) -> String {
@@ -61,14 +64,24 @@ impl Progress {
         self.last_at = now;
         self.last_finished = stats.finished;
         let mut s = format!(
-            "consumer: {:.0} msg/s, {} handled, {} in flight, {} retried, {} failed, lag",
+            "consumer: {:.0} msg/s, {} handled, {} in flight, {} retried, {} failed,",
             rate, stats.finished, stats.in_flight, stats.retried, stats.failed
         );
+        if stats.already_done > 0 {
+            let _ = write!(s, " {} already done (offset map),", stats.already_done);
+        }
+        s.push_str(" lag");
         if lag.is_empty() {
             s.push_str(" -");
         }
         for (tp, l) in lag {
             let _ = write!(s, " {}={l}", partition_label(tp, single_topic));
+        }
+        if !paused.is_empty() {
+            s.push_str("; offset map full, fetch paused:");
+            for tp in paused {
+                let _ = write!(s, " {}", partition_label(tp, single_topic));
+            }
         }
         if let Some(g) = group {
             let _ = write!(s, "; {}", g.line());

@@ -59,6 +59,16 @@ pub const STANDALONE_MEMBER: &str = "";
 /// classic group commits with its generation and member id, a KIP-848
 /// member with its member epoch and member id, a manually assigned
 /// consumer as a standalone member.
+/// A committed offset as OffsetFetch returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The next offset to consume.
+    pub offset: i64,
+    /// The metadata string committed with it (empty when none): an offset
+    /// map of ours or of parallel-consumer, or whatever another client put.
+    pub metadata: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitIdentity {
     /// Classic generation id, or KIP-848 member epoch; -1 standalone.
@@ -287,6 +297,20 @@ impl GroupClient {
         &self,
         topics: &[(T, P)],
     ) -> Result<HashMap<(String, i32), Option<i64>>, GroupError> {
+        Ok(self
+            .fetch_committed_with_metadata(topics)
+            .await?
+            .into_iter()
+            .map(|(tp, c)| (tp, c.map(|c| c.offset)))
+            .collect())
+    }
+
+    /// Like [`fetch_committed`](Self::fetch_committed), with the metadata
+    /// string each offset was committed with (where offset maps live).
+    pub async fn fetch_committed_with_metadata<T: AsRef<str>, P: AsRef<[i32]>>(
+        &self,
+        topics: &[(T, P)],
+    ) -> Result<HashMap<(String, i32), Option<Committed>>, GroupError> {
         let wanted: BTreeMap<&str, Vec<i32>> = {
             let mut m: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
             for (topic, partitions) in topics {
@@ -330,12 +354,28 @@ impl GroupClient {
         offsets: &[(T, i32, i64)],
         who: &CommitIdentity,
     ) -> Result<(), GroupError> {
-        let mut by_topic: BTreeMap<&str, BTreeMap<i32, i64>> = BTreeMap::new();
-        for (topic, partition, offset) in offsets {
+        let with: Vec<(&str, i32, i64, &str)> = offsets
+            .iter()
+            .map(|(t, p, o)| (t.as_ref(), *p, *o, ""))
+            .collect();
+        self.commit_with_metadata(&with, who).await
+    }
+
+    /// Like [`commit`](Self::commit), each offset with its metadata string
+    /// (an offset map, or empty). A metadata string longer than the
+    /// broker's `offset.metadata.max.bytes` fails the commit with
+    /// OFFSET_METADATA_TOO_LARGE.
+    pub async fn commit_with_metadata<T: AsRef<str>, M: AsRef<str>>(
+        &self,
+        offsets: &[(T, i32, i64, M)],
+        who: &CommitIdentity,
+    ) -> Result<(), GroupError> {
+        let mut by_topic: BTreeMap<&str, BTreeMap<i32, (i64, &str)>> = BTreeMap::new();
+        for (topic, partition, offset, metadata) in offsets {
             by_topic
                 .entry(topic.as_ref())
                 .or_default()
-                .insert(*partition, *offset);
+                .insert(*partition, (*offset, metadata.as_ref()));
         }
         if by_topic.is_empty() {
             return Ok(());
@@ -549,7 +589,7 @@ impl GroupClient {
         &self,
         conn: &Connection,
         wanted: &BTreeMap<&str, Vec<i32>>,
-    ) -> Result<HashMap<(String, i32), Option<i64>>, Attempt> {
+    ) -> Result<HashMap<(String, i32), Option<Committed>>, Attempt> {
         const OP: &str = "fetching committed offsets";
         let version = self.negotiate(OP, conn, ApiKey::OffsetFetch, OFFSET_FETCH_VERSIONS)?;
         let group_id = GroupId(StrBytes::from_string(self.group_id.clone()));
@@ -599,6 +639,10 @@ impl GroupClient {
                                 t.name.to_string(),
                                 p.partition_index,
                                 p.committed_offset,
+                                p.metadata
+                                    .as_ref()
+                                    .map(|m| m.to_string())
+                                    .unwrap_or_default(),
                                 p.error_code,
                             )
                         })
@@ -606,7 +650,8 @@ impl GroupClient {
                     .collect()
             };
         }
-        let (group_code, rows): (i16, Vec<(String, i32, i64, i16)>) = if version >= 8 {
+        type Row = (String, i32, i64, String, i16);
+        let (group_code, rows): (i16, Vec<Row>) = if version >= 8 {
             let Some(g) = response
                 .groups
                 .iter()
@@ -624,15 +669,15 @@ impl GroupClient {
         };
         self.check_group_code(OP, conn, group_code)?;
 
-        let mut result: HashMap<(String, i32), Option<i64>> = wanted
+        let mut result: HashMap<(String, i32), Option<Committed>> = wanted
             .iter()
             .flat_map(|(t, ps)| ps.iter().map(|p| ((t.to_string(), *p), None)))
             .collect();
-        for (topic, partition, offset, code) in rows {
+        for (topic, partition, offset, metadata, code) in rows {
             self.check_partition_code(OP, &topic, partition, code)?;
             if let Some(slot) = result.get_mut(&(topic, partition)) {
                 // -1 is Kafka's "no committed offset".
-                *slot = (offset >= 0).then_some(offset);
+                *slot = (offset >= 0).then_some(Committed { offset, metadata });
             }
         }
         Ok(result)
@@ -642,7 +687,7 @@ impl GroupClient {
     async fn try_commit(
         &self,
         conn: &Connection,
-        by_topic: &BTreeMap<&str, BTreeMap<i32, i64>>,
+        by_topic: &BTreeMap<&str, BTreeMap<i32, (i64, &str)>>,
         who: &CommitIdentity,
     ) -> Result<(), Attempt> {
         const OP: &str = "committing offsets";
@@ -655,10 +700,13 @@ impl GroupClient {
                     .with_partitions(
                         partitions
                             .iter()
-                            .map(|(&p, &o)| {
+                            .map(|(&p, &(o, metadata))| {
                                 OffsetCommitRequestPartition::default()
                                     .with_partition_index(p)
                                     .with_committed_offset(o)
+                                    .with_committed_metadata(Some(StrBytes::from_string(
+                                        metadata.to_string(),
+                                    )))
                             })
                             .collect(),
                     )

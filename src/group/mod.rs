@@ -14,7 +14,7 @@ pub mod kip848;
 pub mod membership;
 
 pub use coordinator::{
-    CommitIdentity, GroupClient, GroupConfig, STANDALONE_GENERATION, STANDALONE_MEMBER,
+    CommitIdentity, Committed, GroupClient, GroupConfig, STANDALONE_GENERATION, STANDALONE_MEMBER,
 };
 pub use error::{GroupError, is_fencing_error};
 pub use membership::{GroupEvent, GroupProtocol, MemberStatus, Membership, MembershipConfig};

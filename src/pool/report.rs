@@ -50,6 +50,10 @@ pub struct PoolStats {
     /// Messages of revoked partitions left unfinished here (another group
     /// member handles them now); see [`Pool::note_revoked`](super::Pool::note_revoked).
     pub revoked: u64,
+    /// Messages the committed offset map marked done: never submitted nor
+    /// handled, finished in the tracker in their place; see
+    /// [`Pool::note_already_done`](super::Pool::note_already_done).
+    pub already_done: u64,
 }
 
 /// One partition with work left unfinished at shutdown.

@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     pub(crate) submit_abandoned: AtomicU64,
     /// Messages of revoked partitions that will never finish here.
     pub(crate) revoked: AtomicU64,
+    /// Messages an offset map marked done: skipped before the pool.
+    pub(crate) already_done: AtomicU64,
     pub(crate) workers: Vec<Padded<WorkerCounters>>,
     /// Interrupts backoff sleeps on abort/stop.
     pub(crate) wake_lock: Mutex<()>,
