@@ -490,15 +490,21 @@ pub fn finish_batch(batch: &mut Vec<Completion>) {
     part.finished.add(n);
 }
 
-/// Finished messages over every partition of a tracker: wakes the
-/// committer each time another `every` of them finished, so commits keep
-/// up with the rate (issue 15: the window a crash repeats stays small).
+/// Finished messages over every partition of a tracker, and the window of
+/// them not yet covered by an acknowledged commit (issue 15: what a crash
+/// repeats). Wakes the committer each time another `every` finished, and
+/// holds readers back while `limit` or more finished uncovered.
 #[derive(Default)]
 struct Finished {
     count: AtomicU64,
     /// 0: never wake the committer (it commits on its interval only).
     every: AtomicU64,
+    /// `count` when the last acknowledged commit's state was taken.
+    covered: AtomicU64,
+    /// Most finished messages uncovered before readers wait (0: no limit).
+    limit: AtomicU64,
     wake: tokio::sync::Notify,
+    acked: tokio::sync::Notify,
 }
 
 impl Finished {
@@ -516,6 +522,16 @@ impl Finished {
             self.wake.notify_one();
         }
     }
+
+    fn open(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        limit == 0
+            || self
+                .count
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.covered.load(Ordering::Acquire))
+                < limit
+    }
 }
 
 /// Tracks committable offsets for every topic-partition a consumer handles.
@@ -529,6 +545,8 @@ pub struct OffsetTracker {
     topics: RwLock<TopicMap>,
     waiting: Arc<AtomicUsize>,
     finished: Arc<Finished>,
+    /// Partitions in `topics` (for [`commit_step`](Self::commit_step)).
+    known: AtomicUsize,
 }
 
 impl fmt::Debug for OffsetTracker {
@@ -580,6 +598,9 @@ impl OffsetTracker {
         let parts = topics.entry(Arc::clone(topic)).or_default();
         if parts.len() <= idx {
             parts.resize(idx + 1, None);
+        }
+        if parts[idx].is_none() {
+            self.known.fetch_add(1, Ordering::Relaxed);
         }
         let p = parts[idx].get_or_insert_with(|| {
             Arc::new(PartitionOffsets::new(
@@ -648,7 +669,11 @@ impl OffsetTracker {
     pub fn remove(&self, topic: &str, partition: i32) -> Option<Arc<PartitionOffsets>> {
         let idx = usize::try_from(partition).ok()?;
         let mut topics = self.topics.write();
-        topics.get_mut(topic)?.get_mut(idx)?.take()
+        let removed = topics.get_mut(topic)?.get_mut(idx)?.take();
+        if removed.is_some() {
+            self.known.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
     }
 
     /// Forgets a partition only if its current state is `part` (a later
@@ -663,6 +688,7 @@ impl OffsetTracker {
         };
         if slot.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, part)) {
             *slot = None;
+            self.known.fetch_sub(1, Ordering::Relaxed);
             true
         } else {
             false
@@ -696,11 +722,78 @@ impl OffsetTracker {
         self.waiting.load(Ordering::Relaxed) > 0
     }
 
-    /// Asks for a wake-up ([`commit_wanted`](Self::commit_wanted)) each
-    /// time another `every` messages finished, over all partitions; 0
-    /// turns it off (the default).
-    pub fn set_commit_every(&self, every: u64) {
-        self.finished.every.store(every, Ordering::Relaxed);
+    /// Bounds what a crash can repeat to about `n` messages: asks for a
+    /// commit ([`commit_wanted`](Self::commit_wanted)) each time another
+    /// `n / 2` messages finished, and closes the
+    /// [`commit_window`](Self::commit_window) while `n` or more finished
+    /// beyond the last acknowledged commit. 0 turns both off (the default).
+    pub fn set_commit_every(&self, n: u64) {
+        let f = &self.finished;
+        f.every
+            .store(if n == 0 { 0 } else { (n / 2).max(1) }, Ordering::Relaxed);
+        f.limit.store(n, Ordering::Relaxed);
+    }
+
+    /// How many messages a reader hands over between two looks at the
+    /// [`commit_window`](Self::commit_window): `max` (a batch), or half of
+    /// `commit_every` when that is smaller, so the window's bound holds.
+    ///
+    /// Every partition's reader may pass the window at once, so the step is
+    /// the window's half shared out over the partitions (at least 16): the
+    /// finished and uncommitted messages then stay under about 1.5 times
+    /// `commit_every`.
+    pub fn commit_step(&self, max: usize) -> usize {
+        match self.finished.limit.load(Ordering::Relaxed) {
+            0 => max,
+            n => {
+                let parts = self.known.load(Ordering::Relaxed).max(1) as u64;
+                max.min((n / (2 * parts)).max(16) as usize)
+            }
+        }
+    }
+
+    /// The most messages a worker publishes in one block: `max`, or half
+    /// of `commit_every` when that is smaller (a crash while a block's
+    /// output is half written repeats at most that block).
+    pub fn publish_cap(&self, max: usize) -> usize {
+        match self.finished.limit.load(Ordering::Relaxed) {
+            0 => max,
+            n => max.min((n / 2).max(1) as usize),
+        }
+    }
+
+    /// How many messages finished so far (counted while `commit_every` is
+    /// set): take it just before reading the commit points of every
+    /// partition, and hand it to [`committed`](Self::committed) once that
+    /// commit is acknowledged.
+    pub fn commit_snapshot(&self) -> u64 {
+        self.finished.count.load(Ordering::Relaxed)
+    }
+
+    /// Records that a commit of every partition, whose state was read
+    /// after `snapshot` was taken, was acknowledged: readers waiting in
+    /// [`commit_window`](Self::commit_window) may go on.
+    pub fn committed(&self, snapshot: u64) {
+        self.finished.covered.fetch_max(snapshot, Ordering::AcqRel);
+        self.finished.acked.notify_waiters();
+    }
+
+    /// Resolves once fewer than `commit_every` messages finished beyond
+    /// the last acknowledged commit (at once when no limit is set). Readers
+    /// await it before handing out more work, so at line rate the work a
+    /// crash repeats stays bounded by about `commit_every`, not by the rate
+    /// times the commit's round trip. Messages in flight do not count, so a
+    /// stuck key never closes it.
+    pub async fn commit_window(&self) {
+        loop {
+            let acked = self.finished.acked.notified();
+            tokio::pin!(acked);
+            acked.as_mut().enable();
+            if self.finished.open() {
+                return;
+            }
+            acked.await;
+        }
     }
 
     /// Resolves once another `commit_every` messages finished since the

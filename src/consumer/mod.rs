@@ -62,6 +62,7 @@ pub use builder::{
 
 use assignment::{Assignment, Settings};
 use committer::Committer;
+use kafka_protocol::ResponseError;
 use progress::{Progress, partition_label};
 
 /// Default of [`ConsumerConfig::commit_every`].
@@ -655,15 +656,25 @@ impl Pipeline {
     async fn commit(&mut self) {
         let parts = self.assignment.partitions();
         let who = self.identity();
+        // Taken before the partitions' states are read: an acknowledged
+        // commit covers at least every message finished by then.
+        let snapshot = self.pool.tracker().commit_snapshot();
         match self.committer.commit(&parts, &who).await {
-            Ok(_) => {}
+            Ok(_) => self.pool.tracker().committed(snapshot),
             Err(e)
                 if self.membership.is_some()
                     && e.kafka_error().is_some_and(|k| is_fencing_error(&k)) =>
             {
-                let raced = self
-                    .member_status()
-                    .is_some_and(|s| !s.stable || s.identity() != who);
+                // STALE_MEMBER_EPOCH (KIP-848) only says the epoch moved on
+                // since the commit left: the member is still in the group
+                // (Java retries such a commit with the new epoch), and a
+                // partition it lost comes as a revocation. Commits by count
+                // are frequent enough to hit it in every rebalance.
+                let stale = e.kafka_error() == Some(ResponseError::StaleMemberEpoch);
+                let raced = stale
+                    || self
+                        .member_status()
+                        .is_some_and(|s| !s.stable || s.identity() != who);
                 if raced {
                     tracing::debug!(
                         "commit raced a rebalance ({e}); retrying with the new generation"

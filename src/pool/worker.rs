@@ -319,7 +319,9 @@ impl<'a> Worker<'a> {
     #[inline]
     pub(crate) fn due(&self) -> bool {
         let sh = self.shared;
-        self.taken >= PUBLISH_BATCH
+        // A block never outgrows the commit window (`--commit-every`): a
+        // crash while its output is half written repeats at most that much.
+        self.taken >= sh.tracker.publish_cap(PUBLISH_BATCH)
             || sh.phase.load(AO::Relaxed) != RUNNING
             || sh.tracker.has_waiters()
             || self.oldest.is_some_and(|t| t.elapsed() >= PUBLISH_AGE)
