@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test crate uses a different subset
 
 pub mod broker;
+pub mod cluster;
 pub mod members;
 pub mod processes;
 pub mod proxy;

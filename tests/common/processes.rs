@@ -65,9 +65,20 @@ pub fn spawn_member(
     addr: &str,
     topic: &str,
 ) -> (Running, mpsc::Receiver<String>, JoinHandle<String>) {
+    spawn_member_with(addr, topic, &unique("member"), &[])
+}
+
+/// Like [`spawn_member`], in `group` and with `extra` flags added.
+pub fn spawn_member_with(
+    addr: &str,
+    topic: &str,
+    group: &str,
+    extra: &[&str],
+) -> (Running, mpsc::Receiver<String>, JoinHandle<String>) {
     let mut cmd = consumer();
-    cmd.args([addr, topic, &unique("member")])
+    cmd.args([addr, topic, group])
         .args(["--format", "text", "--stats-interval", "0"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
