@@ -178,7 +178,7 @@ test: kafka kafka-secure
 # `just test` runs the short version of each. Starts the broker if none answers.
 test-chaos: kafka
     rm -f target/chaos/rows.tsv
-    MYKAFKAMS_CHAOS=full cargo test --release --test chaos -- --test-threads 1 --nocapture
+    MYKAFKAMS_CHAOS=full cargo test --release --test chaos -- --include-ignored --test-threads 1 --nocapture
     bench/chaos-table.sh target/chaos/rows.tsv
 
 # Formatting, lints, warning-free docs and a packaging dry run, as CI checks them.

@@ -28,8 +28,8 @@ use crate::common::processes::{Feeder, Running, collect, spawn_member_with};
 use crate::common::sequences::{Tally, read_log, read_report, report_problems};
 use crate::common::{producer, signal, unique};
 use crate::ledger::Ledger;
+use crate::scale;
 use crate::table::{self, Row};
-use crate::{Scale, scale};
 
 /// The broker of part (a) (its controller one above).
 const BROKER_PORT: u16 = 9692;
@@ -234,12 +234,11 @@ fn a_group_reads_through_broker_restarts() {
     );
 }
 
+/// The full loop only (`just test-chaos` includes ignored tests): three
+/// more JVMs are too much for `just test` on two cores.
 #[test]
+#[ignore = "full loop only: just test-chaos"]
 fn a_group_reads_through_leader_kills_on_the_cluster() {
-    if scale() == Scale::Short {
-        eprintln!("leader kills on the 3-node cluster run in the full loop only (just test-chaos)");
-        return;
-    }
     let _turn = crate::one_at_a_time();
     let (_turn, nodes) = take_turn();
     let topic = unique("chaos-leader");
