@@ -133,9 +133,11 @@ pub struct ConsumerConfig {
     pub exit_at_end: bool,
     /// How often committable offsets are committed.
     pub commit_interval: Duration,
-    /// Also commit each time this many more messages finished (0: only
-    /// every `commit_interval`): the window a crash repeats stays small at
-    /// any rate.
+    /// Bounds what a crash repeats to about this many messages (up to 1.5
+    /// times): a commit each time half as many more finished, and readers
+    /// hand out no more work while this many finished are not yet covered
+    /// by an acknowledged commit (so the rate is at most about this many
+    /// per commit round trip). 0: commits every `commit_interval` only.
     pub commit_every: u64,
     /// Longest offset map a commit carries (issue 15, [`crate::offset_map`]):
     /// `None` the broker's `offset.metadata.max.bytes` (4096 when it cannot
