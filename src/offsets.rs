@@ -122,6 +122,10 @@ struct State {
     next_fetch: Option<i64>,
     /// Threads blocked in [`PartitionOffsets::wait_idle`].
     idle_waiters: usize,
+    /// Bumped by every dispatch, finish and fetch-position move: while it
+    /// stays the same, so does the commit point (the committer skips the
+    /// partition without walking its slots).
+    version: u64,
 }
 
 /// The offset state of one topic-partition.
@@ -169,6 +173,7 @@ impl PartitionOffsets {
                 unfinished: 0,
                 next_fetch: None,
                 idle_waiters: 0,
+                version: 0,
             }),
             idle: Condvar::new(),
             waiting,
@@ -242,6 +247,7 @@ impl PartitionOffsets {
         });
         s.unfinished += 1;
         s.next_fetch = Some(offset.saturating_add(1));
+        s.version += 1;
         Ok(Completion {
             part: Arc::clone(self),
             seq,
@@ -259,6 +265,7 @@ impl PartitionOffsets {
         let mut s = self.state.lock();
         if s.next_fetch.is_none_or(|cur| offset > cur) {
             s.next_fetch = Some(offset);
+            s.version += 1;
         }
     }
 
@@ -285,23 +292,20 @@ impl PartitionOffsets {
     /// dispatched in between (a gap in the log: no record to handle).
     /// Takes the lock for one pass over the messages in flight.
     pub fn commit_point(&self) -> Option<(i64, OffsetMap)> {
+        commit_point_locked(&self.state.lock())
+    }
+
+    /// Like [`commit_point`](Self::commit_point), but only when the
+    /// partition changed since the version `seen` (a dispatch, a finish or
+    /// a move of the fetch position): `None` when it did not, else the
+    /// current version with the commit point. Lets a committer skip an
+    /// idle partition without walking its messages in flight.
+    pub fn commit_point_since(&self, seen: Option<u64>) -> Option<(u64, Option<(i64, OffsetMap)>)> {
         let s = self.state.lock();
-        let Some(front) = s.slots.front() else {
-            return s.next_fetch.map(|o| (o, OffsetMap::new(o)));
-        };
-        let base = front.offset;
-        let mut ranges: Vec<(i64, i64)> = Vec::new();
-        let mut open: Option<(i64, i64)> = None;
-        for slot in s.slots.iter().skip(1) {
-            match (&mut open, slot.done) {
-                (Some(r), true) => r.1 = slot.offset + 1,
-                (None, true) => open = Some((slot.offset, slot.offset + 1)),
-                (Some(_), false) => ranges.extend(open.take()),
-                (None, false) => {}
-            }
+        if seen == Some(s.version) {
+            return None;
         }
-        ranges.extend(open);
-        Some((base, OffsetMap::from_ranges(base, ranges)))
+        Some((s.version, commit_point_locked(&s)))
     }
 
     /// Pauses (`true`) or resumes the partition's fetching because its
@@ -355,6 +359,7 @@ impl PartitionOffsets {
         debug_assert!(!slot.done, "completion finished twice");
         slot.done = true;
         s.unfinished -= 1;
+        s.version += 1;
         if idx == 0 {
             // Only the front can unblock the committable offset; popping here
             // keeps memory bounded by the in-flight count.
@@ -367,6 +372,26 @@ impl PartitionOffsets {
             self.idle.notify_all();
         }
     }
+}
+
+/// Body of [`PartitionOffsets::commit_point`]. Caller holds the lock.
+fn commit_point_locked(s: &State) -> Option<(i64, OffsetMap)> {
+    let Some(front) = s.slots.front() else {
+        return s.next_fetch.map(|o| (o, OffsetMap::new(o)));
+    };
+    let base = front.offset;
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    let mut open: Option<(i64, i64)> = None;
+    for slot in s.slots.iter().skip(1) {
+        match (&mut open, slot.done) {
+            (Some(r), true) => r.1 = slot.offset + 1,
+            (None, true) => open = Some((slot.offset, slot.offset + 1)),
+            (Some(_), false) => ranges.extend(open.take()),
+            (None, false) => {}
+        }
+    }
+    ranges.extend(open);
+    Some((base, OffsetMap::from_ranges(base, ranges)))
 }
 
 /// Dispatches several offsets of one partition under a single lock; obtained

@@ -169,4 +169,52 @@ proptest! {
             }
         }
     }
+
+    /// The committer skips a partition whose version did not move: that
+    /// is only sound if every change of the commit point moves it.
+    #[test]
+    fn an_unchanged_version_means_an_unchanged_commit_point(
+        run in run(),
+        order in proptest::collection::vec(any::<prop::sample::Index>(), 0..400),
+        moves in proptest::collection::vec(0..30i64, 0..20),
+    ) {
+        let tracker = OffsetTracker::new();
+        let topic: Arc<str> = Arc::from("t");
+        tracker.set_next_fetch(&topic, 0, run.base);
+        let part = tracker.partition(&topic, 0);
+        let mut seen: Option<u64> = None;
+        let mut last = None;
+        let mut check = |seen: &mut Option<u64>| -> Result<(), TestCaseError> {
+            let now = part.commit_point();
+            match part.commit_point_since(*seen) {
+                None => prop_assert_eq!(&now, &last, "a change that kept its version"),
+                Some((v, point)) => {
+                    prop_assert_eq!(&point, &now);
+                    *seen = Some(v);
+                    last = now;
+                }
+            }
+            Ok(())
+        };
+        let mut open: Vec<Completion> = Vec::new();
+        for &o in &run.dispatched {
+            open.push(part.dispatch(o).unwrap());
+            check(&mut seen)?;
+            check(&mut seen)?;
+        }
+        // Finish in a random order, moving the fetch position now and then.
+        let mut moves = moves.into_iter();
+        for i in order {
+            if open.is_empty() {
+                break;
+            }
+            open.swap_remove(i.index(open.len())).finish();
+            check(&mut seen)?;
+            if let Some(m) = moves.next() {
+                part.set_next_fetch(run.dispatched.last().unwrap() + 1 + m);
+                check(&mut seen)?;
+            }
+        }
+        drop(open);
+    }
 }

@@ -59,6 +59,10 @@ pub struct Committer {
     last: HashMap<TopicPartition, i64>,
     /// The metadata (offset map) last committed per partition.
     last_map: HashMap<TopicPartition, String>,
+    /// Per partition, the tracker version (see
+    /// [`PartitionOffsets::commit_point_since`]) whose commit point is
+    /// known committed: until it moves, the partition is not re-encoded.
+    settled: HashMap<TopicPartition, u64>,
     metrics: Option<ConsumerMetrics>,
     /// Longest metadata a commit may carry; 0 turns offset maps off.
     map_limit: usize,
@@ -66,6 +70,12 @@ pub struct Committer {
 
 /// One partition's commit: topic, partition, offset, metadata.
 type Entry = (Arc<str>, i32, i64, String);
+
+/// A partition whose commit point moved: its tracker version and its entry.
+struct Change {
+    version: u64,
+    entry: Entry,
+}
 
 impl Committer {
     /// A committer for the group behind `group`; each request's latency
@@ -77,6 +87,7 @@ impl Committer {
             group,
             last: HashMap::new(),
             last_map: HashMap::new(),
+            settled: HashMap::new(),
             metrics,
             map_limit,
         }
@@ -148,6 +159,7 @@ impl Committer {
     pub fn forget(&mut self, tp: &TopicPartition) {
         self.last.remove(tp);
         self.last_map.remove(tp);
+        self.settled.remove(tp);
     }
 
     /// The offsets committed so far (or known committed), per partition.
@@ -180,7 +192,11 @@ impl Committer {
                 return Ok(0);
             }
             let started = std::time::Instant::now();
-            let result = self.group.commit_with_metadata(&changed, who).await;
+            let entries: Vec<(&str, i32, i64, &str)> = changed
+                .iter()
+                .map(|c| (&*c.entry.0, c.entry.1, c.entry.2, c.entry.3.as_str()))
+                .collect();
+            let result = self.group.commit_with_metadata(&entries, who).await;
             if let Some(m) = &self.metrics {
                 m.observe_commit(started.elapsed(), result.is_ok());
             }
@@ -190,6 +206,8 @@ impl Committer {
                     // The broker's limit is lower than we were told (its
                     // config could not be read): halve ours and try again.
                     self.map_limit /= 2;
+                    // Every map is re-encoded within the new limit.
+                    self.settled.clear();
                     tracing::warn!(
                         "the broker refused an offset map as too large; offset maps are now at most {} bytes",
                         self.map_limit
@@ -198,10 +216,12 @@ impl Committer {
                 }
                 Err(e) => return Err(e),
             }
-            for (topic, p, off, map) in &changed {
+            for Change { version, entry } in &changed {
+                let (topic, p, off, map) = entry;
                 let tp = TopicPartition::new(Arc::clone(topic), *p);
                 self.last.insert(tp.clone(), *off);
-                self.last_map.insert(tp, map.clone());
+                self.last_map.insert(tp.clone(), map.clone());
+                self.settled.insert(tp, *version);
             }
             tracing::debug!(
                 group = self.group.group_id(),
@@ -209,7 +229,7 @@ impl Committer {
                 "committed {:?}",
                 changed
                     .iter()
-                    .map(|(t, p, o, m)| (t, p, o, m.len()))
+                    .map(|c| (&c.entry.0, c.entry.1, c.entry.2, c.entry.3.len()))
                     .collect::<Vec<_>>()
             );
             return Ok(changed.len());
@@ -217,11 +237,17 @@ impl Committer {
     }
 
     /// The partitions whose offset or map moved since their last commit,
-    /// pausing or resuming each by whether its map fits.
-    fn changed(&self, parts: &[(TopicPartition, Arc<PartitionOffsets>)]) -> Vec<Entry> {
+    /// pausing or resuming each by whether its map fits. A partition whose
+    /// tracker did not change since its commit point was last found
+    /// committed is skipped without being walked or encoded.
+    fn changed(&mut self, parts: &[(TopicPartition, Arc<PartitionOffsets>)]) -> Vec<Change> {
         let mut changed = Vec::new();
         for (tp, offsets) in parts {
-            let Some((off, map)) = offsets.commit_point() else {
+            let Some((version, point)) = offsets.commit_point_since(self.settled.get(tp).copied())
+            else {
+                continue;
+            };
+            let Some((off, map)) = point else {
                 continue;
             };
             let metadata = if self.map_limit == 0 {
@@ -242,8 +268,13 @@ impl Committer {
             };
             let same = self.last.get(tp) == Some(&off)
                 && self.last_map.get(tp).map_or("", String::as_str) == metadata;
-            if !same {
-                changed.push((Arc::clone(&tp.topic), tp.partition, off, metadata));
+            if same {
+                self.settled.insert(tp.clone(), version);
+            } else {
+                changed.push(Change {
+                    version,
+                    entry: (Arc::clone(&tp.topic), tp.partition, off, metadata),
+                });
             }
         }
         changed
