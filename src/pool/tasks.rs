@@ -209,6 +209,7 @@ async fn task_main<H: AsyncHandler>(
         done: Vec::new(),
         taken: 0,
         oldest: None,
+        cap: PUBLISH_BATCH,
     };
     // The job in hand. One slot, lent to `process`: a job passed by value
     // would be stored twice in the task's state (argument and local).
@@ -274,12 +275,16 @@ struct Publisher<'a> {
     /// Jobs taken whose in-flight budget is not yet returned.
     taken: usize,
     oldest: Option<Instant>,
+    /// The most messages one block may hold: [`PUBLISH_BATCH`], or less
+    /// under `--commit-every` (read when the block starts).
+    cap: usize,
 }
 
 impl Publisher<'_> {
     fn take(&mut self) {
         if self.taken == 0 {
             self.oldest = Some(Instant::now());
+            self.cap = self.sh.tracker.publish_cap(PUBLISH_BATCH);
         }
         self.taken += 1;
     }
@@ -287,7 +292,7 @@ impl Publisher<'_> {
     /// A full block, an old one, or somebody waiting (a submitter for
     /// budget, a commit or revocation for the tracker, a draining pool).
     fn due(&self) -> bool {
-        self.done.len() >= PUBLISH_BATCH
+        self.done.len() >= self.cap
             || self.sh.phase.load(AO::Relaxed) != RUNNING
             || self.sh.tracker.has_waiters()
             || self.oldest.is_some_and(|t| t.elapsed() >= PUBLISH_AGE)

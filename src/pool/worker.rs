@@ -262,6 +262,10 @@ pub(crate) struct Worker<'a> {
     taken: usize,
     /// When the oldest unpublished job was taken.
     oldest: Option<Instant>,
+    /// The most jobs the current block may hold (see
+    /// [`OffsetTracker::publish_cap`](crate::offsets::OffsetTracker::publish_cap)),
+    /// read once when the block starts rather than once per job.
+    cap: usize,
 }
 
 impl<'a> Worker<'a> {
@@ -275,6 +279,7 @@ impl<'a> Worker<'a> {
             completions: Vec::with_capacity(PUBLISH_BATCH),
             taken: 0,
             oldest: None,
+            cap: PUBLISH_BATCH,
         }
     }
 
@@ -291,6 +296,7 @@ impl<'a> Worker<'a> {
         bump(&self.counters.processed, 1);
         if self.taken == 0 {
             self.oldest = Some(Instant::now());
+            self.cap = self.shared.tracker.publish_cap(PUBLISH_BATCH);
         }
         self.taken += 1;
         if job.done.is_revoked() {
@@ -321,7 +327,7 @@ impl<'a> Worker<'a> {
         let sh = self.shared;
         // A block never outgrows the commit window (`--commit-every`): a
         // crash while its output is half written repeats at most that much.
-        self.taken >= sh.tracker.publish_cap(PUBLISH_BATCH)
+        self.taken >= self.cap
             || sh.phase.load(AO::Relaxed) != RUNNING
             || sh.tracker.has_waiters()
             || self.oldest.is_some_and(|t| t.elapsed() >= PUBLISH_AGE)
