@@ -42,8 +42,8 @@ use crate::cluster::{self, ClusterConfig};
 use crate::error::{Error, Result};
 use crate::fetcher::FetchConfig;
 use crate::group::{
-    CommitIdentity, GroupClient, GroupConfig, GroupEvent, MemberStatus, Membership,
-    MembershipConfig, is_fencing_error,
+    CommitFailure, CommitIdentity, GroupClient, GroupConfig, GroupEvent, MemberStatus, Membership,
+    MembershipConfig, commit_failure,
 };
 use crate::metrics::{ConsumerMetrics, Timed};
 use crate::offsets::{OffsetTracker, PartitionOffsets, TopicPartition};
@@ -62,7 +62,6 @@ pub use builder::{
 
 use assignment::{Assignment, Settings};
 use committer::Committer;
-use kafka_protocol::ResponseError;
 use progress::{Progress, partition_label};
 
 /// Default of [`ConsumerConfig::commit_every`].
@@ -597,7 +596,16 @@ impl Pipeline {
                 );
             }
             let who = self.identity();
-            if let Err(e) = self.committer.commit(&parts, &who).await {
+            let mut result = self.committer.commit(&parts, &who).await;
+            if let Err(e) = &result
+                && commit_failure(e.kafka_error()) == CommitFailure::Stale
+                && self.identity() != who
+            {
+                // The epoch moved on in flight; the partitions are still
+                // ours until acknowledged, so commit under the new one.
+                result = self.committer.commit(&parts, &self.identity()).await;
+            }
+            if let Err(e) = result {
                 tracing::warn!(
                     "revoking {}: commit failed, the next owner may repeat some messages: {e}",
                     list(tps)
@@ -651,32 +659,32 @@ impl Pipeline {
 
     /// Commits what finished. A commit the group fences means the
     /// partitions may be someone else's already: drop them all and rejoin —
-    /// unless the commit merely raced a rebalance of this member (its
-    /// generation or epoch moved on meanwhile, or a rebalance is under way):
-    /// then the partitions are still ours and the next commit carries the
-    /// new identity.
+    /// unless the commit merely raced a rebalance of this member (its epoch
+    /// went stale in flight, its generation moved on, or a rebalance is
+    /// under way): then the partitions are still ours and the next commit
+    /// carries the new identity (see [`CommitFailure`]).
     async fn commit(&mut self) {
         let parts = self.assignment.partitions();
         let who = self.identity();
         // Taken before the partitions' states are read: an acknowledged
         // commit covers at least every message finished by then.
         let snapshot = self.pool.tracker().commit_snapshot();
-        match self.committer.commit(&parts, &who).await {
-            Ok(_) => self.pool.tracker().committed(snapshot),
-            Err(e)
-                if self.membership.is_some()
-                    && e.kafka_error().is_some_and(|k| is_fencing_error(&k)) =>
-            {
-                // STALE_MEMBER_EPOCH (KIP-848) only says the epoch moved on
-                // since the commit left: the member is still in the group
-                // (Java retries such a commit with the new epoch), and a
-                // partition it lost comes as a revocation. Commits by count
-                // are frequent enough to hit it in every rebalance.
-                let stale = e.kafka_error() == Some(ResponseError::StaleMemberEpoch);
-                let raced = stale
-                    || self
-                        .member_status()
-                        .is_some_and(|s| !s.stable || s.identity() != who);
+        let e = match self.committer.commit(&parts, &who).await {
+            Ok(_) => return self.pool.tracker().committed(snapshot),
+            Err(e) => e,
+        };
+        match commit_failure(e.kafka_error()) {
+            // Commits by count are frequent enough to race every KIP-848
+            // epoch bump.
+            CommitFailure::Stale if self.membership.is_some() => {
+                tracing::debug!(
+                    "commit raced an epoch bump ({e}); committing again with the new epoch"
+                );
+            }
+            CommitFailure::Fenced if self.membership.is_some() => {
+                let raced = self
+                    .member_status()
+                    .is_some_and(|s| !s.stable || s.identity() != who);
                 if raced {
                     tracing::debug!(
                         "commit raced a rebalance ({e}); retrying with the new generation"
@@ -690,7 +698,7 @@ impl Pipeline {
                     m.rejoin(format!("commit fenced: {e}"));
                 }
             }
-            Err(e) => tracing::warn!("commit failed, retrying next interval: {e}"),
+            _ => tracing::warn!("commit failed, retrying next interval: {e}"),
         }
     }
 

@@ -23,6 +23,34 @@ pub fn is_fencing_error(e: &ResponseError) -> bool {
     )
 }
 
+/// What a failed offset commit means for the member that sent it (see
+/// [`commit_failure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitFailure {
+    /// STALE_MEMBER_EPOCH (KIP-848): the member's epoch moved on while the
+    /// commit was in flight. The member still belongs to the group and a
+    /// partition it lost arrives as a revocation, so the same offsets may
+    /// be committed again under the new epoch (as Java's consumer does).
+    Stale,
+    /// The group no longer knows the member in that role (see
+    /// [`is_fencing_error`], less STALE_MEMBER_EPOCH): its partitions may be
+    /// someone else's already and must be dropped, not retried.
+    Fenced,
+    /// Anything else (coordinator moved, timeout, …): nothing is known to
+    /// be committed; commit again later.
+    Retry,
+}
+
+/// Classifies the Kafka error of a failed offset commit (`None`: no Kafka
+/// error, e.g. a connection failure).
+pub fn commit_failure(e: Option<ResponseError>) -> CommitFailure {
+    match e {
+        Some(ResponseError::StaleMemberEpoch) => CommitFailure::Stale,
+        Some(k) if is_fencing_error(&k) => CommitFailure::Fenced,
+        _ => CommitFailure::Retry,
+    }
+}
+
 /// Why a group operation failed. `Display` is one line naming the group, the
 /// operation, the broker/topic/partition involved, and what to do.
 #[derive(Debug)]
@@ -284,5 +312,21 @@ mod tests {
             e.kafka_error(),
             Some(ResponseError::UnknownTopicOrPartition)
         );
+    }
+
+    #[test]
+    fn a_stale_epoch_is_retried_not_fenced() {
+        use CommitFailure::*;
+        assert_eq!(commit_failure(Some(ResponseError::StaleMemberEpoch)), Stale);
+        for fenced in [
+            ResponseError::IllegalGeneration,
+            ResponseError::UnknownMemberId,
+            ResponseError::FencedInstanceId,
+            ResponseError::FencedMemberEpoch,
+        ] {
+            assert_eq!(commit_failure(Some(fenced)), Fenced, "{fenced:?}");
+        }
+        assert_eq!(commit_failure(Some(ResponseError::NotCoordinator)), Retry);
+        assert_eq!(commit_failure(None), Retry);
     }
 }

@@ -16,5 +16,5 @@ pub mod membership;
 pub use coordinator::{
     CommitIdentity, Committed, GroupClient, GroupConfig, STANDALONE_GENERATION, STANDALONE_MEMBER,
 };
-pub use error::{GroupError, is_fencing_error};
+pub use error::{CommitFailure, GroupError, commit_failure, is_fencing_error};
 pub use membership::{GroupEvent, GroupProtocol, MemberStatus, Membership, MembershipConfig};
