@@ -184,7 +184,7 @@ fn scratch(name: &str) -> PathBuf {
 /// Lines, keys and partitions of the producer's run.
 const LINES: usize = 200_000;
 const KEYS: usize = 100;
-const PARTITIONS: &str = "6";
+const PARTITIONS: u32 = 6;
 /// The producer is fed this many lines at a time, and at most [`AHEAD`]
 /// lines beyond those its report shows acknowledged, so the input is still
 /// flowing when a node is killed (the producer would otherwise read all of
@@ -287,21 +287,7 @@ fn the_producer_writes_through_a_leader_crash_losing_and_repeating_nothing() {
     };
     phase("our turn on the cluster");
     let topic = unique("failover-produce");
-    cluster.tool(
-        "topics",
-        1,
-        &[
-            "--create",
-            "--topic",
-            &topic,
-            "--partitions",
-            PARTITIONS,
-            "--replication-factor",
-            "3",
-            "--config",
-            "min.insync.replicas=2",
-        ],
-    );
+    cluster.create_topic(&topic, PARTITIONS);
     // The leaders, described now: Kafka's tool takes seconds, and the
     // feeding must not pause at the kill, or the producer would be idle
     // there, not mid-stream. Leaders move only when a node fails.
@@ -527,21 +513,7 @@ fn a_leader_that_dies_while_the_producer_is_idle_is_found_again() {
     const IDLE_LINES: usize = 1_200;
     let (_turn, cluster) = take_turn();
     let topic = unique("failover-idle");
-    cluster.tool(
-        "topics",
-        1,
-        &[
-            "--create",
-            "--topic",
-            &topic,
-            "--partitions",
-            PARTITIONS,
-            "--replication-factor",
-            "3",
-            "--config",
-            "min.insync.replicas=2",
-        ],
-    );
+    cluster.create_topic(&topic, PARTITIONS);
     let report = scratch(&format!("{topic}.report"));
     let mut cmd = producer();
     cmd.args([&bootstrap(), &topic, "--key-separator", "|", "--report"])

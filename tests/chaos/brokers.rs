@@ -94,22 +94,6 @@ struct Faults<'a> {
     read_while_down: usize,
 }
 
-/// Feeds `lines` lines to the producer at [`RATE`] a second from a thread.
-fn pace(feeder: Feeder, lines: usize) -> JoinHandle<std::io::Result<()>> {
-    std::thread::spawn(move || {
-        let started = Instant::now();
-        let mut fed = 0;
-        while fed < lines {
-            let end = (fed + STEP).min(lines);
-            feeder.feed(fed..end);
-            fed = end;
-            let due = started + Duration::from_secs_f64(fed as f64 / RATE as f64);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        }
-        feeder.close()
-    })
-}
-
 /// Runs [`MEMBERS`] members and the producer on `topic` (which exists)
 /// through `bootstrap`, injects `n` faults spread over the stream, checks
 /// the topic and the group, and records a row named `name`.
@@ -140,7 +124,7 @@ fn run(name: &str, bootstrap: &str, topic: &str, per_key: usize, n: usize, mut f
         .stderr(Stdio::piped());
     let mut writer = Running(cmd.spawn().unwrap());
     let writer_log = collect(writer.0.stderr.take().unwrap());
-    let pacer = pace(Feeder::start(writer.0.stdin.take().unwrap(), KEYS), lines);
+    let pacer = Feeder::start(writer.0.stdin.take().unwrap(), KEYS).pace(lines, RATE, STEP);
 
     for i in 0..n {
         // The i-th fault once the group has read (i+1)/(n+1) of the stream.
@@ -242,21 +226,7 @@ fn a_group_reads_through_leader_kills_on_the_cluster() {
     let _turn = crate::one_at_a_time();
     let (_turn, nodes) = take_turn();
     let topic = unique("chaos-leader");
-    nodes.tool(
-        "topics",
-        1,
-        &[
-            "--create",
-            "--topic",
-            &topic,
-            "--partitions",
-            &PARTITIONS.to_string(),
-            "--replication-factor",
-            "3",
-            "--config",
-            "min.insync.replicas=2",
-        ],
-    );
+    nodes.create_topic(&topic, PARTITIONS);
     let killed = std::cell::Cell::new(0u16);
     let faults = Faults {
         kill: Box::new(|i| {

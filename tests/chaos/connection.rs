@@ -24,7 +24,6 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::common::broker::LocalBroker;
@@ -33,6 +32,7 @@ use crate::common::proxy::{Fault, Proxy, Side};
 use crate::common::sequences::{Tally, read_log, read_report, report_problems};
 use crate::common::{producer, signal, unique};
 use crate::ledger::Ledger;
+use crate::rng::Rng;
 use crate::table::{self, Row};
 use crate::{Scale, scale};
 
@@ -69,47 +69,6 @@ const RECOVERY: &[i16] = &[3, 10, 9, 2, 11, 14, 22];
 /// moves on.
 const ARM_WAIT: Duration = Duration::from_secs(2);
 
-/// A small seeded generator (SplitMix64): the same seed, the same faults.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The seed of `MYKAFKAMS_CHAOS_SEED`, else `default`; printed so a
-    /// failing run can be repeated.
-    pub fn from_env(default: u64) -> Rng {
-        let seed = std::env::var("MYKAFKAMS_CHAOS_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default);
-        eprintln!("chaos seed {seed} (MYKAFKAMS_CHAOS_SEED)");
-        Rng::new(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// A duration in `[lo, hi)`.
-    pub fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
-        let span = (hi - lo).as_millis().max(1) as u64;
-        lo + Duration::from_millis(self.below(span))
-    }
-}
-
 /// One fault, drawn from `rng`. Stalls last 2-4 s (longer than the
 /// producer's request timeout and the heartbeat's); in the full loop every
 /// eighth stall lasts 35 s, past the consumer's 30 s request timeout.
@@ -120,7 +79,7 @@ fn draw_fault(rng: &mut Rng, scale: Scale, stalls: &mut u32) -> Fault {
         if scale == Scale::Full && *stalls % 8 == 0 {
             Duration::from_secs(35)
         } else {
-            rng.between(Duration::from_secs(2), Duration::from_secs(4))
+            rng.millis(2_000, 3_999)
         }
     } else {
         Duration::ZERO
@@ -187,27 +146,10 @@ fn connection_faults_lose_nothing_and_the_consumer_stays_up() {
     };
     let proxy = Proxy::start(PROXY_PORT, BROKER_PORT);
     let broker = LocalBroker::start_advertised(BROKER_PORT, PROXY_PORT);
-    let mut rng = Rng::from_env(15_004);
+    let mut rng = Rng::for_loop("connection faults", Some(15_004));
     for (label, flags) in variants {
         run_variant(&proxy, &broker, &mut rng, scale, label, flags);
     }
-}
-
-/// Feeds `lines` lines to the producer at [`RATE`] a second from a thread;
-/// the thread closes the producer's input at the end.
-fn pace(feeder: Feeder, lines: usize) -> JoinHandle<std::io::Result<()>> {
-    std::thread::spawn(move || {
-        let started = Instant::now();
-        let mut fed = 0;
-        while fed < lines {
-            let end = (fed + STEP).min(lines);
-            feeder.feed(fed..end);
-            fed = end;
-            let due = started + Duration::from_secs_f64(fed as f64 / RATE as f64);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        }
-        feeder.close()
-    })
 }
 
 /// One run of the loop with the consumer's group `flags`.
@@ -238,7 +180,7 @@ fn run_variant(
         .stderr(Stdio::piped());
     let mut writer = Running(cmd.spawn().unwrap());
     let writer_log = collect(writer.0.stderr.take().unwrap());
-    let pacer = pace(Feeder::start(writer.0.stdin.take().unwrap(), KEYS), lines);
+    let pacer = Feeder::start(writer.0.stdin.take().unwrap(), KEYS).pace(lines, RATE, STEP);
 
     // Faults while the lines flow: one armed at a time, aimed at the next
     // kind of steady request in turn, then at the requests of the recovery.
@@ -268,7 +210,7 @@ fn run_variant(
                 "the consumer exited under connection faults",
             );
         }
-        let rest = rng.between(Duration::from_millis(300), Duration::from_millis(1_000));
+        let rest = rng.millis(300, 999);
         std::thread::sleep(rest);
     }
     proxy.disarm();

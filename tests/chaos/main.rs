@@ -15,6 +15,7 @@
 mod common;
 
 mod ledger;
+mod rng;
 mod table;
 
 mod brokers;

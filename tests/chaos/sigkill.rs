@@ -15,7 +15,7 @@
 //! ≤ 1 % of the messages (asserted too; it needs commits that keep up with
 //! the rate and the offset map, issue 15).
 //!
-//! Also what the storms share: [`Rng`], [`seed`], [`extra_args`] and
+//! Also what the storms share: [`life_args`], [`extra_args`] and
 //! [`Life`], one consumer process and the JSON lines it printed.
 
 use std::collections::HashSet;
@@ -29,56 +29,28 @@ use std::time::{Duration, Instant};
 use crate::common::processes::{Running, collect};
 use crate::common::{consumer, produce_sequences, require_broker, signal, unique};
 use crate::ledger::Ledger;
+use crate::rng::Rng;
 use crate::table::{self, Row};
 
-/// A small seeded generator (splitmix64): the same seed draws the same
-/// kill points and storm events.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator started at `seed`.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
+/// The arguments of one consumer life: the broker, `topic`, `group`,
+/// `flags` (assignment, group protocol and timing), `workers` workers
+/// printing JSON lines and no progress lines, then [`extra_args`].
+pub fn life_args(topic: &str, group: &str, workers: usize, flags: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![require_broker(), topic.into(), group.into()];
+    args.extend(flags.iter().map(|s| s.to_string()));
+    let workers = workers.to_string();
+    for a in [
+        "--workers",
+        &workers,
+        "--format",
+        "json",
+        "--stats-interval",
+        "0",
+    ] {
+        args.push(a.to_string());
     }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi` (`lo` when `hi < lo`).
-    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo {
-            return lo;
-        }
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-
-    /// Uniform in `lo..=hi`, as a duration in milliseconds.
-    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(self.between(lo, hi))
-    }
-}
-
-/// The seed of loop `name`: `MYKAFKAMS_CHAOS_SEED` if set, else the clock.
-/// Printed, so a failing run can be repeated.
-pub fn seed(name: &str) -> u64 {
-    let seed = std::env::var("MYKAFKAMS_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            (nanos as u64) ^ u64::from(std::process::id())
-        });
-    eprintln!("chaos {name}: seed {seed} (repeat with MYKAFKAMS_CHAOS_SEED={seed})");
-    seed
+    args.extend(extra_args());
+    args
 }
 
 /// Consumer flags every life of these loops gets besides its own:
@@ -286,7 +258,6 @@ enum Mode {
 
 /// Runs the SIGKILL loop in `mode`, records its row and asserts its targets.
 fn sigkill_loop(mode: Mode) {
-    let addr = require_broker();
     // Duplicates depend on how fast commits come back: not beside another loop.
     let _turn = crate::one_at_a_time();
     let scale = crate::scale();
@@ -298,31 +269,16 @@ fn sigkill_loop(mode: Mode) {
         Mode::Manual => "sigkill (manual)",
         Mode::Group => "sigkill (group)",
     };
-    let mut rng = Rng::new(seed(name));
+    let mut rng = Rng::for_loop(name, None);
     let started = Instant::now();
     let topic = unique("chaos-kill");
     let group = unique("chaos-kill-g");
     let messages = produce_sequences(&topic, 6, keys, per_key);
-    let mut args: Vec<String> = [addr.as_str(), &topic, &group]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
     let mode_args: &[&str] = match mode {
         Mode::Manual => &["--partitions", "all"],
         Mode::Group => &["--group-protocol", "consumer"],
     };
-    args.extend(mode_args.iter().map(|s| s.to_string()));
-    for a in [
-        "--workers",
-        "16",
-        "--format",
-        "json",
-        "--stats-interval",
-        "0",
-    ] {
-        args.push(a.to_string());
-    }
-    args.extend(extra_args());
+    let args = life_args(&topic, &group, 16, mode_args);
 
     let mut ledger = Ledger::new(keys, per_key as u64);
     // A group member's next life waits out the killed one's session (10 s

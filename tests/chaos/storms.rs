@@ -35,7 +35,8 @@ use crate::common::processes::{Feeder, Running, collect};
 use crate::common::sequences::keyed_input;
 use crate::common::{producer, require_broker, run_with_input, unique};
 use crate::ledger::Ledger;
-use crate::sigkill::{Ended, Life, Rng, extra_args, seed};
+use crate::rng::Rng;
+use crate::sigkill::{Ended, Life, extra_args, life_args};
 use crate::table::{self, Row};
 
 /// Partitions of a storm's topic.
@@ -67,27 +68,13 @@ struct Member {
 
 /// The flags of every member: the group, `proto` and the output.
 fn member_args(topic: &str, group: &str, proto: Proto) -> Vec<String> {
-    let mut args: Vec<String> = vec![require_broker(), topic.into(), group.into()];
-    args.extend(proto.flags().into_iter().map(String::from));
+    let mut flags = proto.flags();
     if proto != Proto::Consumer {
         // Classic: notice a rebalance within half a second, as KIP-848 does
         // with the local broker's 1 s heartbeats.
-        args.extend(
-            ["--session-timeout", "10s", "--heartbeat-interval", "500ms"].map(String::from),
-        );
+        flags.extend(["--session-timeout", "10s", "--heartbeat-interval", "500ms"]);
     }
-    for a in [
-        "--workers",
-        "4",
-        "--format",
-        "json",
-        "--stats-interval",
-        "0",
-    ] {
-        args.push(a.to_string());
-    }
-    args.extend(extra_args());
-    args
+    life_args(topic, group, 4, &flags)
 }
 
 /// Starts the load: round 0 produced at once (creating the topic, so the
@@ -201,7 +188,7 @@ fn storm(name: &str, proto: Proto, crash: bool) {
     let (gap_lo, gap_hi) = scale.pick((1500, 3000), (2000, 4500));
     let max_kills = scale.pick(2, 8);
     let rounds = (load_for.as_millis() / PACE.as_millis()) as usize;
-    let mut rng = Rng::new(seed(name));
+    let mut rng = Rng::for_loop(name, None);
     let started = Instant::now();
     let topic = unique("chaos-storm");
     let group = unique("chaos-storm-g");

@@ -157,6 +157,27 @@ impl Cluster {
         String::from_utf8_lossy(&super::kafka_tool(name, &all).stdout).into_owned()
     }
 
+    /// Creates `topic` with `partitions` partitions, each on all three
+    /// nodes with `min.insync.replicas=2` (an acknowledged write survives
+    /// one node's crash), through node 1.
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        self.tool(
+            "topics",
+            1,
+            &[
+                "--create",
+                "--topic",
+                topic,
+                "--partitions",
+                &partitions.to_string(),
+                "--replication-factor",
+                "3",
+                "--config",
+                "min.insync.replicas=2",
+            ],
+        );
+    }
+
     /// `kafka-topics --describe` of `topic`, through node `via`: the text,
     /// and its partitions in order.
     pub fn describe(&self, topic: &str, via: u16) -> (String, Vec<PartitionState>) {

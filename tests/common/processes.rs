@@ -138,4 +138,22 @@ impl Feeder {
         drop(self.ranges);
         self.thread.join().unwrap()
     }
+
+    /// Feeds lines `0..lines` at `rate` a second, `step` at a time, from a
+    /// thread that closes the input at the end: a steady load to break
+    /// things under.
+    pub fn pace(self, lines: usize, rate: usize, step: usize) -> JoinHandle<std::io::Result<()>> {
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut fed = 0;
+            while fed < lines {
+                let end = (fed + step).min(lines);
+                self.feed(fed..end);
+                fed = end;
+                let due = started + Duration::from_secs_f64(fed as f64 / rate as f64);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+            self.close()
+        })
+    }
 }
