@@ -173,7 +173,7 @@ impl PartitionOffsets {
                 unfinished: 0,
                 next_fetch: None,
                 idle_waiters: 0,
-                version: 0,
+                version: first_version(),
             }),
             idle: Condvar::new(),
             waiting,
@@ -247,7 +247,7 @@ impl PartitionOffsets {
         });
         s.unfinished += 1;
         s.next_fetch = Some(offset.saturating_add(1));
-        s.version += 1;
+        s.version = s.version.wrapping_add(1);
         Ok(Completion {
             part: Arc::clone(self),
             seq,
@@ -265,7 +265,7 @@ impl PartitionOffsets {
         let mut s = self.state.lock();
         if s.next_fetch.is_none_or(|cur| offset > cur) {
             s.next_fetch = Some(offset);
-            s.version += 1;
+            s.version = s.version.wrapping_add(1);
         }
     }
 
@@ -359,7 +359,7 @@ impl PartitionOffsets {
         debug_assert!(!slot.done, "completion finished twice");
         slot.done = true;
         s.unfinished -= 1;
-        s.version += 1;
+        s.version = s.version.wrapping_add(1);
         if idx == 0 {
             // Only the front can unblock the committable offset; popping here
             // keeps memory bounded by the in-flight count.
@@ -372,6 +372,14 @@ impl PartitionOffsets {
             self.idle.notify_all();
         }
     }
+}
+
+/// Where a new [`PartitionOffsets`]' version starts: 2^40 apart per object,
+/// so a version seen of one assignment of a partition never matches a later
+/// assignment's (a committer that missed a revocation still re-reads it).
+fn first_version() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1 << 40, Ordering::Relaxed)
 }
 
 /// Body of [`PartitionOffsets::commit_point`]. Caller holds the lock.
