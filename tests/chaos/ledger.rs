@@ -10,9 +10,16 @@
 //! * **Order violation**: within one life, a key's handlings must go
 //!   forward: a seq at or below the previous one of that key in that life
 //!   is a violation. When lives run one after another (`sequential`), a
-//!   life may also skip ahead only over seqs some earlier life handled
+//!   life may also skip ahead only over seqs some life handled before
 //!   (what the offset map skips); skipping a seq nobody handled yet is a
 //!   violation too, even if a later life handles it.
+//! * **Rewind**: a member that the group fenced drops its partitions
+//!   uncommitted and, given them back, starts again from the committed
+//!   offset, as a restarted process would: within one process, a second
+//!   life. [`Ledger::life_rejoined`] takes such a process's handlings:
+//!   a key going back to a seq handled before counts as a rewind (its
+//!   repeats as duplicates), not a violation; skipping a seq nobody handled
+//!   is still one. Only a loop whose consumer logged such a fence may use it.
 
 use std::collections::HashMap;
 
@@ -24,6 +31,7 @@ pub struct Ledger {
     handled: HashMap<String, Vec<u32>>,
     total: u64,
     violations: u64,
+    rewinds: u64,
     /// The first few violations, for the failure message.
     examples: Vec<String>,
     lives: u64,
@@ -42,6 +50,9 @@ pub struct Counts {
     pub duplicates: u64,
     /// Handlings out of per-key order (see the module docs).
     pub order_violations: u64,
+    /// Keys that went back to a seq handled before, within a life fed
+    /// through [`Ledger::life_rejoined`] (see the module docs).
+    pub rewinds: u64,
     /// Lives fed to the ledger.
     pub lives: u64,
 }
@@ -73,6 +84,7 @@ impl Ledger {
             handled: HashMap::new(),
             total: 0,
             violations: 0,
+            rewinds: 0,
             examples: Vec::new(),
             lives: 0,
         }
@@ -89,6 +101,22 @@ impl Ledger {
     /// `sequential`: no other life ran at the same time, so skipping ahead
     /// over a seq no earlier life handled is a violation.
     pub fn life<'a>(&mut self, values: impl IntoIterator<Item = &'a str>, sequential: bool) {
+        self.feed(values, sequential, false);
+    }
+
+    /// Feeds the handlings of one process that the group fenced and that
+    /// rejoined (its log says so), as a sequential life in which a key may
+    /// go back to a seq handled before: a rewind (see the module docs).
+    pub fn life_rejoined<'a>(&mut self, values: impl IntoIterator<Item = &'a str>) {
+        self.feed(values, true, true);
+    }
+
+    fn feed<'a>(
+        &mut self,
+        values: impl IntoIterator<Item = &'a str>,
+        sequential: bool,
+        rewinds: bool,
+    ) {
         self.lives += 1;
         let life = self.lives;
         let mut last: HashMap<String, u64> = HashMap::new();
@@ -102,18 +130,30 @@ impl Ledger {
                 continue;
             }
             let prev = last.get(key).copied();
+            let handled_before = |ledger: &Self, seen: &[(String, u64)], s: u64| {
+                ledger
+                    .handled
+                    .get(key)
+                    .and_then(|c| c.get(s as usize))
+                    .is_some_and(|c| *c > 0)
+                    // Without rewinds a key only goes forward, so what it
+                    // skips cannot be in this life's own handlings.
+                    || (rewinds && seen.iter().any(|(k, q)| k == key && *q == s))
+            };
             if let Some(prev) = prev
                 && seq <= prev
             {
-                self.violation(format!("life {life}: {key}:{seq} after {key}:{prev}"));
+                if rewinds && handled_before(self, &seen, seq) {
+                    self.rewinds += 1;
+                } else {
+                    self.violation(format!("life {life}: {key}:{seq} after {key}:{prev}"));
+                }
             } else if sequential {
                 // Every seq skipped over (since this life's previous one of
-                // the key, or from 0) must have been handled by an earlier life.
-                let counts = self.handled.get(key).map(Vec::as_slice).unwrap_or(&[]);
+                // the key, or from 0) must have been handled before: by an
+                // earlier life, or by this one before a rewind.
                 let from = prev.map_or(0, |p| p + 1);
-                if let Some(gap) =
-                    (from..seq).find(|s| counts.get(*s as usize).is_none_or(|c| *c == 0))
-                {
+                if let Some(gap) = (from..seq).find(|s| !handled_before(self, &seen, *s)) {
                     self.violation(format!(
                         "life {life}: {key}:{seq} handled before {key}:{gap}"
                     ));
@@ -147,6 +187,7 @@ impl Ledger {
             lost: messages - distinct.min(messages),
             duplicates: self.total - distinct,
             order_violations: self.violations,
+            rewinds: self.rewinds,
             lives: self.lives,
         }
     }
@@ -196,5 +237,26 @@ mod tests {
         l.life(["acct-0:0", "acct-0:3"], true);
         let c = l.counts();
         assert_eq!((c.lost, c.duplicates, c.order_violations), (0, 1, 0));
+    }
+
+    #[test]
+    fn a_rejoined_member_may_rewind_to_what_it_handled_but_not_skip() {
+        let mut l = Ledger::new(1, 6);
+        // Fenced after 0..=3 with 0 committed: given the partition back it
+        // starts again at 1, then goes on.
+        l.life_rejoined([
+            "acct-0:0", "acct-0:1", "acct-0:2", "acct-0:3", "acct-0:1", "acct-0:2", "acct-0:3",
+            "acct-0:4",
+        ]);
+        let c = l.counts();
+        assert_eq!((c.rewinds, c.duplicates, c.order_violations), (1, 3, 0));
+        // Going back to a seq nobody handled, or skipping one, still is a violation.
+        let mut l = Ledger::new(1, 6);
+        l.life_rejoined(["acct-0:0", "acct-0:2", "acct-0:1"]);
+        assert_eq!(l.counts().order_violations, 2, "{:?}", l.examples());
+        // A plain life may not rewind at all.
+        let mut l = Ledger::new(1, 6);
+        l.life(["acct-0:0", "acct-0:1", "acct-0:0"], true);
+        assert_eq!((l.counts().order_violations, l.counts().rewinds), (1, 0));
     }
 }
