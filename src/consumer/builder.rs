@@ -228,8 +228,8 @@ impl ConsumerBuilder {
         exit_at_end: bool => |d, v| d.config.exit_at_end = v;
         /// How often finished offsets are committed.
         commit_interval: Duration => |d, v| d.config.commit_interval = v;
-        /// Bounds what a crash repeats to about this many messages (see
-        /// `ConsumerConfig::commit_every`); 0: only every `commit_interval`.
+        /// Bounds what a crash repeats (see `ConsumerConfig::commit_every`;
+        /// default 50,000); 0: only every `commit_interval`.
         commit_every: u64 => |d, v| d.config.commit_every = v;
         /// Longest offset map a commit carries (at most the broker's
         /// `offset.metadata.max.bytes`); 0 commits no maps.
