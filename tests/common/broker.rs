@@ -78,17 +78,10 @@ impl LocalBroker {
 
     /// Creates `topic` with `partitions` partitions.
     pub fn create_topic(&self, topic: &str, partitions: u32) {
+        let args = super::create_topic_args(topic, partitions, 1, &[]);
         self.tool(
             "topics",
-            &[
-                "--create",
-                "--topic",
-                topic,
-                "--partitions",
-                &partitions.to_string(),
-                "--replication-factor",
-                "1",
-            ],
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
         );
     }
 }

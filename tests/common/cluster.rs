@@ -161,20 +161,11 @@ impl Cluster {
     /// nodes with `min.insync.replicas=2` (an acknowledged write survives
     /// one node's crash), through node 1.
     pub fn create_topic(&self, topic: &str, partitions: u32) {
+        let args = super::create_topic_args(topic, partitions, 3, &["min.insync.replicas=2"]);
         self.tool(
             "topics",
             1,
-            &[
-                "--create",
-                "--topic",
-                topic,
-                "--partitions",
-                &partitions.to_string(),
-                "--replication-factor",
-                "3",
-                "--config",
-                "min.insync.replicas=2",
-            ],
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
         );
     }
 

@@ -156,6 +156,27 @@ pub fn try_kafka_tool(name: &str, args: &[&str]) -> Output {
 }
 
 /// Runs one of Kafka's own admin tools, failing the test if it fails.
+/// `kafka-topics` arguments creating `topic` with `partitions` partitions of
+/// `replicas` replicas each, plus `config` (`key=value`) settings.
+pub fn create_topic_args(
+    topic: &str,
+    partitions: u32,
+    replicas: u32,
+    config: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = ["--create", "--topic", topic, "--partitions"]
+        .map(String::from)
+        .into();
+    args.push(partitions.to_string());
+    args.push("--replication-factor".into());
+    args.push(replicas.to_string());
+    for c in config {
+        args.push("--config".into());
+        args.push(c.to_string());
+    }
+    args
+}
+
 pub fn kafka_tool(name: &str, args: &[&str]) -> Output {
     let out = try_kafka_tool(name, args);
     assert!(
