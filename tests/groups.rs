@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use common::members::*;
 use common::*;
 use mykafkams::group::{GroupClient, GroupConfig};
+use mykafkams::offset_map::{OffsetMap, read_metadata};
 
 /// Three members on a 6-partition topic get disjoint partition sets that
 /// cover the topic; 60,000 keyed messages over 600 keys are each handled
@@ -183,12 +184,12 @@ async fn churn_under_load(proto: Proto) {
         );
         assert!(
             victim_parts.contains(&r.partition)
-                && r.offset >= committed_at_crash.get(&r.partition).copied().unwrap_or(0)
+                && !committed_at_crash.covers(r.partition, r.offset)
                 && f.end <= crashed_at + 50_000_000,
             "{}/{} redelivered (first {f:?}, again {r:?}) but it was committed ({:?}) before the crash; join {join_at}..{join_done}, term {term_at}..{term_done}, crash {crashed_at}",
             r.partition,
             r.offset,
-            committed_at_crash.get(&r.partition)
+            committed_at_crash.0.get(&r.partition)
         );
     }
 
@@ -256,17 +257,46 @@ async fn churn_under_load(proto: Proto) {
     }
 }
 
-/// The group's committed offsets of `topic`, by partition.
-async fn committed(group: &str, topic: &str) -> BTreeMap<i32, i64> {
+/// What a group had committed for a topic: per partition, the committed
+/// offset and the offset map committed with it (if readable). A message is
+/// *covered* when it is below the offset or marked done in the map: a
+/// member that takes the partition over must not handle it again.
+#[derive(Debug, Default)]
+struct Commits(BTreeMap<i32, (i64, Option<OffsetMap>)>);
+
+impl Commits {
+    /// The committed offset of `partition` (0 when none).
+    fn offset(&self, partition: i32) -> i64 {
+        self.0.get(&partition).map_or(0, |c| c.0)
+    }
+
+    /// Whether `offset` of `partition` was committed, in the prefix or in the map.
+    fn covers(&self, partition: i32, offset: i64) -> bool {
+        self.0
+            .get(&partition)
+            .is_some_and(|(o, map)| offset < *o || map.as_ref().is_some_and(|m| m.contains(offset)))
+    }
+}
+
+/// The group's committed offsets of `topic`, with their offset maps.
+async fn committed(group: &str, topic: &str) -> Commits {
     let client = GroupClient::new([bootstrap()], group, GroupConfig::default());
     let parts: Vec<i32> = (0..6).collect();
-    client
-        .fetch_committed(&[(topic, parts)])
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|((_, p), o)| Some((p, o?)))
-        .collect()
+    Commits(
+        client
+            .fetch_committed_with_metadata(&[(topic, parts)])
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|((_, p), c)| {
+                let c = c?;
+                let map = read_metadata(c.offset, &c.metadata)
+                    .unwrap_or_else(|e| panic!("p{p}: our own offset map is unreadable: {e}"))
+                    .map(|(m, _)| m);
+                Some((p, (c.offset, map)))
+            })
+            .collect(),
+    )
 }
 
 /// Waits until `n` distinct messages were handled (redeliveries aside).
@@ -399,11 +429,12 @@ async fn a_sigkilled_member_repeats_only_its_uncommitted_window() {
         victim.len(),
         "the victim handled a message twice"
     );
-    // Everything not handled by the victim, plus its uncommitted tail.
+    // Everything not handled by the victim, plus what it handled but had
+    // not committed (neither in the prefix nor in the offset map).
     let expected_survivor = produced
         - victim_set
             .iter()
-            .filter(|(p, o)| *o < committed_at_kill.get(p).copied().unwrap_or(0))
+            .filter(|(p, o)| committed_at_kill.covers(*p, *o))
             .count();
     wait_for_records(&log, expected_survivor, Duration::from_secs(90)).await;
     survivor.stop().await;
@@ -418,15 +449,23 @@ async fn a_sigkilled_member_repeats_only_its_uncommitted_window() {
     let all: BTreeSet<(i32, i64)> = victim_set.union(&survivor_set).copied().collect();
     assert_eq!(all.len(), produced, "messages lost");
     for (p, o) in victim_set.intersection(&survivor_set) {
-        let c = committed_at_kill.get(p).copied().unwrap_or(0);
         assert!(
-            *o >= c,
-            "{p}/{o} was committed by the killed member (up to {c}) yet handled again"
+            !committed_at_kill.covers(*p, *o),
+            "{p}/{o} was committed by the killed member ({:?}) yet handled again",
+            committed_at_kill.0.get(p)
         );
     }
-    for (p, c) in &committed_at_kill {
+    for (p, o) in log.iter().map(|r| (r.partition, r.offset)) {
         assert!(
-            log.iter().all(|r| r.partition != *p || r.offset >= *c),
+            !committed_at_kill.covers(p, o),
+            "the survivor handled {p}/{o}, which the killed member had committed ({:?})",
+            committed_at_kill.0.get(&p)
+        );
+    }
+    for p in committed_at_kill.0.keys() {
+        let c = committed_at_kill.offset(*p);
+        assert!(
+            log.iter().all(|r| r.partition != *p || r.offset >= c),
             "the survivor started partition {p} below its committed offset {c}"
         );
     }
