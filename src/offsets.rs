@@ -33,6 +33,9 @@ use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::offset_map::OffsetMap;
 
+mod window;
+use window::CommitWindow;
+
 /// A topic name and partition number: the key of [`OffsetTracker::snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
@@ -140,7 +143,7 @@ pub struct PartitionOffsets {
     /// idle. Lanes that batch completions flush early while it is non-zero.
     waiting: Arc<AtomicUsize>,
     /// Shared with the tracker: finished messages, which wake the committer.
-    finished: Arc<Finished>,
+    finished: Arc<CommitWindow>,
     /// Set when the partition is revoked (group rebalance): its queued
     /// messages are dropped instead of handled. One object per assignment
     /// of a partition, so completions of an earlier assignment can never
@@ -164,7 +167,7 @@ impl fmt::Debug for PartitionOffsets {
 }
 
 impl PartitionOffsets {
-    fn new(tp: TopicPartition, waiting: Arc<AtomicUsize>, finished: Arc<Finished>) -> Self {
+    fn new(tp: TopicPartition, waiting: Arc<AtomicUsize>, finished: Arc<CommitWindow>) -> Self {
         Self {
             tp,
             state: Mutex::new(State {
@@ -523,50 +526,6 @@ pub fn finish_batch(batch: &mut Vec<Completion>) {
     part.finished.add(n);
 }
 
-/// Finished messages over every partition of a tracker, and the window of
-/// them not yet covered by an acknowledged commit (issue 15: what a crash
-/// repeats). Wakes the committer each time another `every` finished, and
-/// holds readers back while `limit` or more finished uncovered.
-#[derive(Default)]
-struct Finished {
-    count: AtomicU64,
-    /// 0: never wake the committer (it commits on its interval only).
-    every: AtomicU64,
-    /// `count` when the last acknowledged commit's state was taken.
-    covered: AtomicU64,
-    /// Most finished messages uncovered before readers wait (0: no limit).
-    limit: AtomicU64,
-    wake: tokio::sync::Notify,
-    acked: tokio::sync::Notify,
-}
-
-impl Finished {
-    /// Counts `n` more finished messages (one atomic add per batch).
-    #[inline]
-    fn add(&self, n: u64) {
-        let every = self.every.load(Ordering::Relaxed);
-        if every == 0 || n == 0 {
-            return;
-        }
-        let before = self.count.fetch_add(n, Ordering::Relaxed);
-        if before / every != (before + n) / every {
-            // Stores a permit when the committer is busy: a wake-up is
-            // never lost, and several coalesce into one commit.
-            self.wake.notify_one();
-        }
-    }
-
-    fn open(&self) -> bool {
-        let limit = self.limit.load(Ordering::Relaxed);
-        limit == 0
-            || self
-                .count
-                .load(Ordering::Relaxed)
-                .saturating_sub(self.covered.load(Ordering::Acquire))
-                < limit
-    }
-}
-
 /// Tracks committable offsets for every topic-partition a consumer handles.
 ///
 /// Shared as `Arc<OffsetTracker>` between the fetchers (dispatch, next fetch
@@ -577,9 +536,7 @@ pub struct OffsetTracker {
     /// the per-message lookup to one string hash and one index.
     topics: RwLock<TopicMap>,
     waiting: Arc<AtomicUsize>,
-    finished: Arc<Finished>,
-    /// Partitions in `topics` (for [`commit_step`](Self::commit_step)).
-    known: AtomicUsize,
+    finished: Arc<CommitWindow>,
 }
 
 impl fmt::Debug for OffsetTracker {
@@ -631,9 +588,6 @@ impl OffsetTracker {
         let parts = topics.entry(Arc::clone(topic)).or_default();
         if parts.len() <= idx {
             parts.resize(idx + 1, None);
-        }
-        if parts[idx].is_none() {
-            self.known.fetch_add(1, Ordering::Relaxed);
         }
         let p = parts[idx].get_or_insert_with(|| {
             Arc::new(PartitionOffsets::new(
@@ -702,11 +656,7 @@ impl OffsetTracker {
     pub fn remove(&self, topic: &str, partition: i32) -> Option<Arc<PartitionOffsets>> {
         let idx = usize::try_from(partition).ok()?;
         let mut topics = self.topics.write();
-        let removed = topics.get_mut(topic)?.get_mut(idx)?.take();
-        if removed.is_some() {
-            self.known.fetch_sub(1, Ordering::Relaxed);
-        }
-        removed
+        topics.get_mut(topic)?.get_mut(idx)?.take()
     }
 
     /// Forgets a partition only if its current state is `part` (a later
@@ -721,7 +671,6 @@ impl OffsetTracker {
         };
         if slot.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, part)) {
             *slot = None;
-            self.known.fetch_sub(1, Ordering::Relaxed);
             true
         } else {
             false
@@ -757,42 +706,47 @@ impl OffsetTracker {
 
     /// Bounds what a crash can repeat to about `n` messages: asks for a
     /// commit ([`commit_wanted`](Self::commit_wanted)) each time another
-    /// `n / 2` messages finished, and closes the
-    /// [`commit_window`](Self::commit_window) while `n` or more finished
-    /// beyond the last acknowledged commit. 0 turns both off (the default).
+    /// `n / 2` messages finished, and lets workers
+    /// [`claim`](Self::claim_blocking) work only while the messages finished
+    /// beyond the last acknowledged commit plus those claimed stay under
+    /// `n`. 0 turns both off (the default).
     pub fn set_commit_every(&self, n: u64) {
-        let f = &self.finished;
-        f.every
-            .store(if n == 0 { 0 } else { (n / 2).max(1) }, Ordering::Relaxed);
-        f.limit.store(n, Ordering::Relaxed);
+        self.finished.set_limit(n);
     }
 
-    /// How many messages a reader hands over between two looks at the
-    /// [`commit_window`](Self::commit_window): `max` (a batch), or half of
-    /// `commit_every` when that is smaller, so the window's bound holds.
+    /// How many messages a worker claims at once (one publishing block)
+    /// when `workers` work at once: `max`, or less under `commit_every` so
+    /// that every worker's block fits in half the window.
+    pub fn claim_block(&self, max: usize, workers: usize) -> usize {
+        self.finished.block(max, workers)
+    }
+
+    /// Claims `n` messages before a worker starts them, blocking the thread
+    /// while the commit window is full, unless `give_up()` says nobody will
+    /// commit meanwhile (the pool drains, a revocation waits for work): then
+    /// it claims at once. Returns the claim, to hand back with
+    /// [`release_claim`](Self::release_claim) once the block is published.
     ///
-    /// Every partition's reader may pass the window at once, so the step is
-    /// the window's half shared out over the partitions (at least 16): the
-    /// finished and uncommitted messages then stay under about 1.5 times
-    /// `commit_every`.
-    pub fn commit_step(&self, max: usize) -> usize {
-        match self.finished.limit.load(Ordering::Relaxed) {
-            0 => max,
-            n => {
-                let parts = self.known.load(Ordering::Relaxed).max(1) as u64;
-                max.min((n / (2 * parts)).max(16) as usize)
-            }
-        }
+    /// Guarantee: while nobody gives up, the messages finished beyond the
+    /// last acknowledged commit stay under `commit_every` plus one block.
+    pub fn claim_blocking(&self, n: usize, give_up: &dyn Fn() -> bool) -> u64 {
+        self.finished.claim_blocking(n, give_up)
     }
 
-    /// The most messages a worker publishes in one block: `max`, or half
-    /// of `commit_every` when that is smaller (a crash while a block's
-    /// output is half written repeats at most that block).
-    pub fn publish_cap(&self, max: usize) -> usize {
-        match self.finished.limit.load(Ordering::Relaxed) {
-            0 => max,
-            n => max.min((n / 2).max(1) as usize),
-        }
+    /// Claims `n` messages if the commit window has room for them now.
+    pub fn try_claim(&self, n: usize) -> Option<u64> {
+        self.finished.try_claim(n as u64).then_some(n as u64)
+    }
+
+    /// [`claim_blocking`](Self::claim_blocking) for async workers.
+    pub async fn claim(&self, n: usize, give_up: &(dyn Fn() -> bool + Sync)) -> u64 {
+        self.finished.claim(n, give_up).await
+    }
+
+    /// Hands back a claim once its block's messages are published (or
+    /// dropped).
+    pub fn release_claim(&self, claim: u64) {
+        self.finished.release(claim);
     }
 
     /// How many messages finished so far (counted while `commit_every` is
@@ -800,40 +754,21 @@ impl OffsetTracker {
     /// partition, and hand it to [`committed`](Self::committed) once that
     /// commit is acknowledged.
     pub fn commit_snapshot(&self) -> u64 {
-        self.finished.count.load(Ordering::Relaxed)
+        self.finished.count()
     }
 
     /// Records that a commit of every partition, whose state was read
-    /// after `snapshot` was taken, was acknowledged: readers waiting in
-    /// [`commit_window`](Self::commit_window) may go on.
+    /// after `snapshot` was taken, was acknowledged: workers waiting to
+    /// claim may go on.
     pub fn committed(&self, snapshot: u64) {
-        self.finished.covered.fetch_max(snapshot, Ordering::AcqRel);
-        self.finished.acked.notify_waiters();
+        self.finished.covered(snapshot);
     }
 
-    /// Resolves once fewer than `commit_every` messages finished beyond
-    /// the last acknowledged commit (at once when no limit is set). Readers
-    /// await it before handing out more work, so at line rate the work a
-    /// crash repeats stays bounded by about `commit_every`, not by the rate
-    /// times the commit's round trip. Messages in flight do not count, so a
-    /// stuck key never closes it.
-    pub async fn commit_window(&self) {
-        loop {
-            let acked = self.finished.acked.notified();
-            tokio::pin!(acked);
-            acked.as_mut().enable();
-            if self.finished.open() {
-                return;
-            }
-            acked.await;
-        }
-    }
-
-    /// Resolves once another `commit_every` messages finished since the
+    /// Resolves once another `commit_every / 2` messages finished since the
     /// last time it resolved (at once if that happened meanwhile). Never
     /// resolves while `commit_every` is 0.
     pub async fn commit_wanted(&self) {
-        self.finished.wake.notified().await;
+        self.finished.commit_wanted().await;
     }
 
     /// Total messages in flight over all partitions.

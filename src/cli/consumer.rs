@@ -112,9 +112,9 @@ pub struct ConsumerArgs {
     /// How often finished offsets are committed, e.g. 1s.
     #[arg(long, default_value = "1s", env = "KAFKA_COMMIT_INTERVAL", value_parser = parse_duration)]
     commit_interval: Duration,
-    /// Bound what a crash repeats: commit each N/2 finished, and hand out
-    /// no more work while N are uncommitted (at most about N per commit
-    /// round trip; 0: only every --commit-interval, no bound).
+    /// Bound what a crash repeats: commit each N/2 finished, and start no
+    /// more work while N finished or started are uncommitted (at most about
+    /// N per commit round trip; 0: only every --commit-interval, no bound).
     #[arg(long, default_value_t = crate::consumer::DEFAULT_COMMIT_EVERY, env = "KAFKA_COMMIT_EVERY")]
     commit_every: u64,
     /// Longest offset map (finished offsets above the committed one, in the

@@ -61,9 +61,6 @@ pub(crate) struct Reader {
     pub(crate) done: Option<Skipper>,
 }
 
-/// Records handed to the pool between two looks at the commit window.
-const COMMIT_WINDOW_STEP: usize = 256;
-
 /// How often a partition paused by a full offset map looks again.
 const MAP_FULL_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -233,7 +230,7 @@ impl Reader {
         self.submit_all(handle, stop).await
     }
 
-    /// Submits every record of `batch` to the pool (see [`submit`](Self::submit)).
+    /// Submits every record of `batch` to the pool.
     async fn submit_all(
         &self,
         batch: Vec<Message>,
@@ -242,32 +239,6 @@ impl Reader {
         if batch.is_empty() {
             return Ok(true);
         }
-        // Handed over a step at a time, each once the commit window is
-        // open: at most about `--commit-every` finished and uncommitted.
-        let tracker = Arc::clone(self.pool.tracker());
-        let mut batch = batch.into_iter().peekable();
-        while batch.peek().is_some() {
-            tokio::select! {
-                _ = tracker.commit_window() => {}
-                _ = stop.changed() => return Ok(false),
-            }
-            let step: Vec<Message> = batch
-                .by_ref()
-                .take(tracker.commit_step(COMMIT_WINDOW_STEP))
-                .collect();
-            if !self.submit_step(step, stop).await? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Submits one step of records to the pool.
-    async fn submit_step(
-        &self,
-        batch: Vec<Message>,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<bool> {
         tokio::select! {
             r = self.pool.submit_batch_async(batch) => match r {
                 Ok(()) => Ok(true),

@@ -136,12 +136,13 @@ pub struct ConsumerConfig {
     /// How often committable offsets are committed.
     pub commit_interval: Duration,
     /// Bounds what a crash repeats: a commit each time half this many more
-    /// finished, and readers hand out no more work while this many finished
-    /// are not yet covered by an acknowledged commit (so the rate is at
-    /// most about this many per commit round trip). Work handed out before
-    /// the window closed still runs, so a crash repeats this many plus what
-    /// finishes meanwhile: 2.5-4.6 times it per kill at 100 and about
-    /// 20,000 messages a second (`tests/chaos/sigkill.rs`). 0: commits every
+    /// finished, and workers start no more work while the messages
+    /// finished beyond the last acknowledged commit plus those they have
+    /// claimed (a block each, at most this many over twice the workers)
+    /// reach this many. A crash then repeats fewer than this many plus one
+    /// block, and the rate is at most about this many per commit round
+    /// trip. Not enforced while a graceful stop drains or a revocation
+    /// waits for work (nothing is committed then). 0: commits every
     /// `commit_interval` only, no bound.
     pub commit_every: u64,
     /// Longest offset map a commit carries (issue 15, [`crate::offset_map`]):

@@ -209,7 +209,8 @@ async fn task_main<H: AsyncHandler>(
         done: Vec::new(),
         taken: 0,
         oldest: None,
-        cap: PUBLISH_BATCH,
+        cap: sh.tracker.claim_block(PUBLISH_BATCH, tasks.max_concurrency),
+        claimed: false,
     };
     // The job in hand. One slot, lent to `process`: a job passed by value
     // would be stored twice in the task's state (argument and local).
@@ -219,6 +220,12 @@ async fn task_main<H: AsyncHandler>(
         // One message at a time: a task holds one job, not a queue.
         while let Some(job) = tasks.next_of(claimed) {
             slot = Some(job);
+            if !out.take() {
+                // The commit window is full. The wait is boxed: rare, and
+                // kept out of every task's resident state.
+                Box::pin(wait_for_claim(&sh, out.cap)).await;
+                out.claimed = true;
+            }
             process(&*handler, &sh, &mut out, &mut slot, timeout).await;
         }
         // The key is given back only after its messages are published.
@@ -238,7 +245,6 @@ async fn process<H: AsyncHandler>(
 ) {
     let counters = &sh.workers[0];
     add(&counters.processed, 1);
-    out.take();
     let Some(job) = slot.as_ref() else { return };
     if job.done.is_revoked() {
         // Its partition belongs to another member now: drop it unhandled.
@@ -276,23 +282,34 @@ struct Publisher<'a> {
     taken: usize,
     oldest: Option<Instant>,
     /// The most messages one block may hold: [`PUBLISH_BATCH`], or less
-    /// under `--commit-every` (read when the block starts).
+    /// under `--commit-every` so that every task's block fits in the commit
+    /// window (read when the task starts).
     cap: usize,
+    /// The block has claimed `cap` messages of the commit window, handed
+    /// back on publishing.
+    claimed: bool,
 }
 
 impl Publisher<'_> {
-    fn take(&mut self) {
+    /// Takes one more message into the block. A new block first claims
+    /// room in the commit window (see [`Worker`](super::worker)'s blocks);
+    /// `false` when the window is full: the caller waits for the claim
+    /// ([`wait_for_claim`]) before it runs the message.
+    fn take(&mut self) -> bool {
+        let mut room = true;
         if self.taken == 0 {
+            room = self.sh.tracker.try_claim(self.cap).is_some();
+            self.claimed = room;
             self.oldest = Some(Instant::now());
-            self.cap = self.sh.tracker.publish_cap(PUBLISH_BATCH);
         }
         self.taken += 1;
+        room
     }
 
     /// A full block, an old one, or somebody waiting (a submitter for
     /// budget, a commit or revocation for the tracker, a draining pool).
     fn due(&self) -> bool {
-        self.done.len() >= self.cap
+        self.taken >= self.cap
             || self.sh.phase.load(AO::Relaxed) != RUNNING
             || self.sh.tracker.has_waiters()
             || self.oldest.is_some_and(|t| t.elapsed() >= PUBLISH_AGE)
@@ -301,8 +318,20 @@ impl Publisher<'_> {
     fn publish(&mut self) {
         finish_batch(&mut self.done);
         self.sh.capacity.release(std::mem::take(&mut self.taken));
+        if std::mem::take(&mut self.claimed) {
+            self.sh.tracker.release_claim(self.cap as u64);
+        }
         self.oldest = None;
     }
+}
+
+/// Claims `n` messages of the commit window, waiting while it is full,
+/// unless nobody will commit meanwhile (the pool drains or halts, or a
+/// revocation waits for work).
+async fn wait_for_claim(sh: &Shared, n: usize) {
+    let give_up =
+        || sh.phase.load(AO::Relaxed) != RUNNING || sh.halted() || sh.tracker.has_waiters();
+    sh.tracker.claim(n, &give_up).await;
 }
 
 /// How a message's attempts ended.
@@ -463,7 +492,8 @@ mod tests {
         // lending the job instead of moving it (a moved argument is stored
         // twice) brought it from 1,280 to 928 bytes, with no queue of jobs
         // on the heap beside it (a task takes one message at a time);
-        // catching a panic while the future is created made it 976.
+        // catching a panic while the future is created made it 976 (984
+        // since), and the commit window's claim (its wait boxed) 992.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

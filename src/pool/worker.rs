@@ -263,9 +263,12 @@ pub(crate) struct Worker<'a> {
     /// When the oldest unpublished job was taken.
     oldest: Option<Instant>,
     /// The most jobs the current block may hold (see
-    /// [`OffsetTracker::publish_cap`](crate::offsets::OffsetTracker::publish_cap)),
+    /// [`OffsetTracker::claim_block`](crate::offsets::OffsetTracker::claim_block)),
     /// read once when the block starts rather than once per job.
     cap: usize,
+    /// The current block's claim on the commit window (`--commit-every`),
+    /// handed back when it is published.
+    claim: u64,
 }
 
 impl<'a> Worker<'a> {
@@ -280,6 +283,7 @@ impl<'a> Worker<'a> {
             taken: 0,
             oldest: None,
             cap: PUBLISH_BATCH,
+            claim: 0,
         }
     }
 
@@ -295,8 +299,7 @@ impl<'a> Worker<'a> {
     pub(crate) fn take(&mut self, job: Job) -> Next {
         bump(&self.counters.processed, 1);
         if self.taken == 0 {
-            self.oldest = Some(Instant::now());
-            self.cap = self.shared.tracker.publish_cap(PUBLISH_BATCH);
+            self.start_block();
         }
         self.taken += 1;
         if job.done.is_revoked() {
@@ -317,6 +320,19 @@ impl<'a> Worker<'a> {
         } else {
             Next::Continue
         }
+    }
+
+    /// Starts a block: claims room for it in the commit window, waiting
+    /// (with nothing unpublished) while the window is full, so that a crash
+    /// repeats at most about `--commit-every` messages. Nobody commits while
+    /// the pool drains or a revocation waits for work: then it does not wait.
+    fn start_block(&mut self) {
+        let sh = self.shared;
+        self.cap = sh.tracker.claim_block(PUBLISH_BATCH, sh.workers.len());
+        let give_up =
+            || sh.phase.load(AO::Relaxed) != RUNNING || sh.halted() || sh.tracker.has_waiters();
+        self.claim = sh.tracker.claim_blocking(self.cap, &give_up);
+        self.oldest = Some(Instant::now());
     }
 
     /// Whether to publish now rather than take more work first: a full
@@ -344,6 +360,9 @@ impl<'a> Worker<'a> {
         self.shared
             .capacity
             .release(std::mem::take(&mut self.taken));
+        self.shared
+            .tracker
+            .release_claim(std::mem::take(&mut self.claim));
         self.oldest = None;
     }
 
