@@ -315,10 +315,7 @@ fn sigkill_loop(mode: Mode) {
         iterations: kills as u64,
         counts,
         wall: started.elapsed(),
-        target: scale.pick(
-            "0 lost, 0 order, dup <= 5% (short)",
-            "0 lost, 0 order, dup <= 1%",
-        ),
+        target: "0 lost, 0 order, dup <= 1%",
         note: format!(
             "lives printed {kill_points:?} then {}; extra flags {:?}",
             last.handled.len(),
