@@ -723,7 +723,8 @@ impl OffsetTracker {
 
     /// Claims `n` messages before a worker starts them, blocking the thread
     /// while the commit window is full, unless `give_up()` says nobody will
-    /// commit meanwhile (the pool drains, a revocation waits for work): then
+    /// commit by count meanwhile (the pool drains, a revocation waits for
+    /// work): then
     /// it claims at once. Returns the claim, to hand back with
     /// [`release_claim`](Self::release_claim) once the block is published.
     ///

@@ -15,6 +15,7 @@ use common::*;
 use mykafkams::Message;
 use mykafkams::cluster::ClusterConfig;
 use mykafkams::consumer::{self, ConsumerConfig, Partitions, StartAt, StopReason};
+use mykafkams::group::{GroupClient, GroupConfig};
 use mykafkams::pool::{FailurePolicy, HandlerError};
 use parking_lot::Mutex;
 
@@ -84,6 +85,65 @@ async fn keyed_messages_over_16_workers_are_all_handled_in_per_key_order() {
         summary.committed_of(&topic),
         ends,
         "committed offsets are the log ends"
+    );
+}
+
+/// `--exit-at-end` stops fetching at the end of the log and drains what it
+/// fetched: with a large in-flight window that is a whole backlog. Commits
+/// go on during the drain, so a crash in it repeats about one interval's
+/// worth, not the backlog; an outside reader sees the committed offset
+/// climb while the consumer is still handling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_drain_keeps_committing() {
+    let addr = require_broker();
+    let topic = unique("drain-commits");
+    let group = unique("g-drain-commits");
+    let t = topic.clone();
+    let total = tokio::task::spawn_blocking(move || produce_sequences(&t, 1, 1, 150))
+        .await
+        .unwrap();
+    // One key, so one message at a time: some 3 s of handling, all of it
+    // after the fetch reached the end.
+    let handler = |_: &Message| -> Result<(), HandlerError> {
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(())
+    };
+    let mut cfg = ConsumerConfig::new(
+        ClusterConfig::new(vec![addr]),
+        topic.clone(),
+        Partitions::All,
+        group.clone(),
+    );
+    cfg.exit_at_end = true;
+    cfg.start = StartAt::Earliest;
+    cfg.stats_interval = Duration::ZERO;
+    cfg.commit_interval = Duration::from_millis(100);
+    cfg.max_in_flight = 1_000;
+    let (_signals, rx) = tokio::sync::watch::channel(0u32);
+    let run = tokio::spawn(consumer::run(cfg, handler, FailurePolicy::Stop, rx));
+
+    let client = GroupClient::new([bootstrap()], &group, GroupConfig::default());
+    let mut seen = BTreeSet::new();
+    while !run.is_finished() {
+        if let Ok(got) = client.fetch_committed(&[(&topic, [0])]).await {
+            seen.extend(got.into_values().flatten());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let summary = run.await.unwrap().unwrap();
+    assert_eq!(summary.reason, StopReason::EndOfLog);
+    assert_eq!(summary.stats.finished, total as u64);
+    assert_eq!(summary.committed_of(&topic), vec![(0, total as i64)]);
+    // Before the drain committed, the only commit before the end was at
+    // most one of the main loop's, made before the fetch reached the end.
+    let during: Vec<i64> = seen
+        .iter()
+        .copied()
+        .filter(|o| *o > 0 && *o < total as i64)
+        .collect();
+    assert!(
+        during.len() >= 3,
+        "committed offsets seen while the consumer drained: {during:?} (all seen: {seen:?})"
     );
 }
 

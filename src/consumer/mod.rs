@@ -65,9 +65,10 @@ use committer::Committer;
 use progress::{Progress, partition_label};
 
 /// Default of [`ConsumerConfig::commit_every`]. Each window costs a commit
-/// round trip: reading 1,000,000 records from the local broker took 6.4 s
-/// with 1,000, 1.06 s with 10,000, 0.46-0.49 s with 50,000 and 0.42-0.44 s
-/// without the window (`bench-consume`'s topic and flags, this machine).
+/// round trip: reading 1,000,000 records from the local broker took
+/// 10.5-11.6 s with 1,000, 1.35-1.44 s with 10,000, 0.45-0.55 s with 50,000
+/// and 0.39-0.40 s without the window (`bench-consume`'s 6-partition topic
+/// and flags, this machine, the window at the workers' claim).
 pub const DEFAULT_COMMIT_EVERY: u64 = 50_000;
 
 /// Where a partition starts.
@@ -752,13 +753,7 @@ impl Pipeline {
     ) -> (StopReason, Option<Error>) {
         let mut commit_tick =
             tokio::time::interval(cfg.commit_interval.max(Duration::from_millis(10)));
-        let stats_every = if cfg.stats_interval.is_zero() {
-            Duration::from_secs(3600 * 24 * 365)
-        } else {
-            cfg.stats_interval
-        };
-        let mut stats_tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
+        let mut stats_tick = stats_interval(cfg.stats_interval);
         let mut health_tick = tokio::time::interval(Duration::from_millis(50));
         let tracker = Arc::clone(self.pool.tracker());
         // A signal that arrived during start-up is still unseen here, so the
@@ -853,9 +848,28 @@ impl Pipeline {
         tokio::pin!(second_signal);
         let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
         let mut interrupted = false;
+        // A drain may take long (`--exit-at-end` drains everything fetched,
+        // a whole backlog with a large `--max-in-flight`): keep committing
+        // what finishes and printing progress meanwhile, so a crash during
+        // it repeats one interval's worth, not the whole drain.
+        let mut commit_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + cfg.commit_interval,
+            cfg.commit_interval.max(Duration::from_millis(10)),
+        );
+        let mut stats_tick = stats_interval(cfg.stats_interval);
         let report = loop {
             tokio::select! {
                 r = &mut stopping => break r,
+                _ = commit_tick.tick() => {
+                    let who = self.identity();
+                    if let Err(e) = self.committer.commit(&parts, &who).await {
+                        tracing::debug!("commit while draining failed, the final commit retries: {e}");
+                    }
+                }
+                _ = stats_tick.tick() => {
+                    let line = self.progress.line(&self.pool.stats(), &[], &[], self.single_topic, None);
+                    eprintln!("{line} (draining)");
+                }
                 _ = &mut second_signal, if reason != StopReason::Failed && !interrupted => {
                     tracing::warn!("second signal: abandoning queued messages");
                     reason = StopReason::Aborted;
@@ -914,6 +928,17 @@ impl Pipeline {
             revocations: self.revocations,
         })
     }
+}
+
+/// The progress line's ticker: first after one `every`; `0` never ticks
+/// (in practice: once a year).
+fn stats_interval(every: Duration) -> tokio::time::Interval {
+    let every = if every.is_zero() {
+        Duration::from_secs(3600 * 24 * 365)
+    } else {
+        every
+    };
+    tokio::time::interval_at(tokio::time::Instant::now() + every, every)
 }
 
 /// `t-0,t-3` for log lines.

@@ -16,7 +16,8 @@
 //! A stuck handler holds only its own block's claim, so a hung key never
 //! closes the window for the others. The window stands open while the pool
 //! drains or a revocation waits for work (the caller's `give_up`): nobody
-//! commits then, and waiting would only stall the hand-over.
+//! commits by count then (a drain commits by time only, a revocation not at
+//! all), and waiting would only stall the hand-over.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
