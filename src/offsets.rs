@@ -724,8 +724,7 @@ impl OffsetTracker {
     /// Claims `n` messages before a worker starts them, blocking the thread
     /// while the commit window is full, unless `give_up()` says nobody will
     /// commit by count meanwhile (the pool drains, a revocation waits for
-    /// work): then
-    /// it claims at once. Returns the claim, to hand back with
+    /// work): then it claims at once. Returns the claim, to hand back with
     /// [`release_claim`](Self::release_claim) once the block is published.
     ///
     /// Guarantee: while nobody gives up, the messages finished beyond the

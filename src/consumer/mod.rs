@@ -142,9 +142,9 @@ pub struct ConsumerConfig {
     /// claimed (a block each, at most this many over twice the workers)
     /// reach this many. A crash then repeats fewer than this many plus one
     /// block, and the rate is at most about this many per commit round
-    /// trip. Not enforced while a graceful stop drains or a revocation
-    /// waits for work (nothing is committed then). 0: commits every
-    /// `commit_interval` only, no bound.
+    /// trip. Not enforced while the pool drains (commits go by
+    /// `commit_interval` only) or a revocation waits for work (nothing is
+    /// committed then). 0: commits every `commit_interval` only, no bound.
     pub commit_every: u64,
     /// Longest offset map a commit carries (issue 15, [`crate::offset_map`]):
     /// `None` the broker's `offset.metadata.max.bytes` (4096 when it cannot
@@ -852,29 +852,24 @@ impl Pipeline {
         // a whole backlog with a large `--max-in-flight`): keep committing
         // what finishes and printing progress meanwhile, so a crash during
         // it repeats one interval's worth, not the whole drain.
-        let mut commit_tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + cfg.commit_interval,
-            cfg.commit_interval.max(Duration::from_millis(10)),
-        );
+        let every = cfg.commit_interval.max(Duration::from_millis(10));
+        let mut commit_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stats_tick = stats_interval(cfg.stats_interval);
+        let abandon = |pool: &Pool, reason: &mut StopReason, interrupted: &mut bool| {
+            tracing::warn!("second signal: abandoning queued messages");
+            *reason = StopReason::Aborted;
+            *interrupted = true;
+            pool.interrupt();
+        };
         let report = loop {
+            // Biased: a group event (a lost partition) is seen before the
+            // next commit, which then leaves that partition out.
             tokio::select! {
+                biased;
                 r = &mut stopping => break r,
-                _ = commit_tick.tick() => {
-                    let who = self.identity();
-                    if let Err(e) = self.committer.commit(&parts, &who).await {
-                        tracing::debug!("commit while draining failed, the final commit retries: {e}");
-                    }
-                }
-                _ = stats_tick.tick() => {
-                    let line = self.progress.line(&self.pool.stats(), &[], &[], self.single_topic, None);
-                    eprintln!("{line} (draining)");
-                }
                 _ = &mut second_signal, if reason != StopReason::Failed && !interrupted => {
-                    tracing::warn!("second signal: abandoning queued messages");
-                    reason = StopReason::Aborted;
-                    interrupted = true;
-                    self.pool.interrupt();
+                    abandon(&self.pool, &mut reason, &mut interrupted);
                 }
                 // The group keeps talking while we drain: revocations are
                 // acknowledged after the final commit below, lost partitions
@@ -886,6 +881,27 @@ impl Pipeline {
                     Some(GroupEvent::Failed(e)) => tracing::warn!("group membership failed while stopping: {e}"),
                     None => self.membership = None,
                 },
+                _ = commit_tick.tick() => {
+                    let who = self.identity();
+                    let commit = self.committer.commit(&parts, &who);
+                    tokio::pin!(commit);
+                    // A slow coordinator must not delay a second signal.
+                    let result = loop {
+                        tokio::select! {
+                            r = &mut commit => break r,
+                            _ = &mut second_signal, if reason != StopReason::Failed && !interrupted => {
+                                abandon(&self.pool, &mut reason, &mut interrupted);
+                            }
+                        }
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!("commit while draining failed, the final commit retries: {e}");
+                    }
+                }
+                _ = stats_tick.tick() => {
+                    let line = self.progress.line(&self.pool.stats(), &[], &[], self.single_topic, None);
+                    eprintln!("{line} (draining)");
+                }
             }
         }
         .map_err(|e| Error::Internal(format!("stopping the worker pool: {e}")))?;

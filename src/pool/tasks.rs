@@ -326,8 +326,8 @@ impl Publisher<'_> {
 }
 
 /// Claims `n` messages of the commit window, waiting while it is full,
-/// unless nobody will commit meanwhile (the pool drains or halts, or a
-/// revocation waits for work).
+/// unless nobody will commit by count meanwhile (the pool drains or halts,
+/// or a revocation waits for work).
 async fn wait_for_claim(sh: &Shared, n: usize) {
     let give_up =
         || sh.phase.load(AO::Relaxed) != RUNNING || sh.halted() || sh.tracker.has_waiters();

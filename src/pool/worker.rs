@@ -324,8 +324,9 @@ impl<'a> Worker<'a> {
 
     /// Starts a block: claims room for it in the commit window, waiting
     /// (with nothing unpublished) while the window is full, so that a crash
-    /// repeats at most about `--commit-every` messages. Nobody commits while
-    /// the pool drains or a revocation waits for work: then it does not wait.
+    /// repeats at most about `--commit-every` messages. Nobody commits by
+    /// count while the pool drains or a revocation waits for work: then it
+    /// does not wait.
     fn start_block(&mut self) {
         let sh = self.shared;
         self.cap = sh.tracker.claim_block(PUBLISH_BATCH, sh.workers.len());
