@@ -134,15 +134,17 @@ async fn a_long_drain_keeps_committing() {
     assert_eq!(summary.reason, StopReason::EndOfLog);
     assert_eq!(summary.stats.finished, total as u64);
     assert_eq!(summary.committed_of(&topic), vec![(0, total as i64)]);
-    // Before the drain committed, the only commit before the end was at
-    // most one of the main loop's, made before the fetch reached the end.
+    // Before the drain committed, the only commits before the end were the
+    // main loop's, in the moment before the fetch reached the end (one
+    // 100 ms tick at most); a drain committing every 100 ms for some 3 s
+    // shows many more.
     let during: Vec<i64> = seen
         .iter()
         .copied()
         .filter(|o| *o > 0 && *o < total as i64)
         .collect();
     assert!(
-        during.len() >= 3,
+        during.len() >= 10,
         "committed offsets seen while the consumer drained: {during:?} (all seen: {seen:?})"
     );
 }
