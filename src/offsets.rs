@@ -709,7 +709,9 @@ impl OffsetTracker {
     /// `n / 2` messages finished, and lets workers
     /// [`claim`](Self::claim_blocking) work only while the messages finished
     /// beyond the last acknowledged commit plus those claimed stay under
-    /// `n`. 0 turns both off (the default).
+    /// `n`. 0 turns both off (the default). Meant to be set before the pool
+    /// starts: changed while blocks are claimed, the bound is loose until
+    /// they end (never shut for good).
     pub fn set_commit_every(&self, n: u64) {
         self.finished.set_limit(n);
     }

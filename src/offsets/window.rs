@@ -181,10 +181,17 @@ impl CommitWindow {
     }
 
     /// Returns a claim: its block was published (finished messages are now
-    /// counted in `count`) or dropped.
+    /// counted in `count`) or dropped. Saturating: a claim taken while no
+    /// limit was set counted nothing, and a limit set meanwhile must not
+    /// make its release wrap the counter (the window is then looser until
+    /// the blocks in progress end, never shut for good).
     pub(super) fn release(&self, n: u64) {
-        if n > 0 && self.limit.load(Ordering::Relaxed) != 0 {
-            self.claimed.fetch_sub(n, Ordering::AcqRel);
+        if n > 0 {
+            let _ = self
+                .claimed
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                    Some(c.saturating_sub(n))
+                });
         }
     }
 }
@@ -226,6 +233,25 @@ mod tests {
         assert_eq!(w.claimed.load(Ordering::Relaxed), 0);
         w.release(5);
         assert_eq!(w.claimed.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_limit_set_while_claims_are_out_never_wraps_the_count() {
+        let w = window(0);
+        assert_eq!(w.claim_blocking(500, &|| false), 500);
+        // Turned on while that claim is out: its release counts nothing
+        // down below zero, and the window still lets work in.
+        w.set_limit(100);
+        assert!(w.try_claim(40));
+        w.release(500);
+        assert_eq!(w.claimed.load(Ordering::Relaxed), 0);
+        assert!(w.try_claim(40));
+        // Turned off and on again: claims taken while on are still given back.
+        w.set_limit(0);
+        w.release(40);
+        w.set_limit(100);
+        assert_eq!(w.claimed.load(Ordering::Relaxed), 0);
+        assert!(w.try_claim(99));
     }
 
     #[test]
