@@ -729,8 +729,9 @@ impl OffsetTracker {
     /// work): then it claims at once. Returns the claim, to hand back with
     /// [`release_claim`](Self::release_claim) once the block is published.
     ///
-    /// Guarantee: while nobody gives up, the messages finished beyond the
-    /// last acknowledged commit stay under `commit_every` plus one block.
+    /// Guarantee: while nobody gives up, the messages handled beyond the
+    /// last acknowledged commit stay under `commit_every` plus one block
+    /// (records an offset map skipped are counted as finished besides).
     pub fn claim_blocking(&self, n: usize, give_up: &dyn Fn() -> bool) -> u64 {
         self.finished.claim_blocking(n, give_up)
     }

@@ -13,8 +13,16 @@
 //! beyond it. Claims are counted as reservations of a whole block, so the
 //! hot path pays one atomic compare-and-swap per block, not per message.
 //!
-//! A stuck handler holds only its own block's claim, so a hung key never
-//! closes the window for the others. The window stands open while the pool
+//! A stuck handler holds only its own block's claim. A block is at most
+//! `N / (2 × workers)` messages, so even every worker hung holds half the
+//! window and a hung key never closes it for the others, as long as `N` is
+//! at least twice the workers (below that a block is one message, and `N`
+//! hung handlers hold the whole window).
+//!
+//! Records an offset map skips count as finished without a claim. They
+//! only tighten the window (a crash does not repeat them: the map that
+//! skipped them is committed again), but they can take the finished count
+//! past the bound. The window stands open while the pool
 //! drains or a revocation waits for work (the caller's `give_up`): nobody
 //! commits by count then (a drain commits by time only, a revocation not at
 //! all), and waiting would only stall the hand-over.
@@ -42,6 +50,9 @@ pub(super) struct CommitWindow {
     limit: AtomicU64,
     /// Messages claimed by blocks not yet published.
     claimed: AtomicU64,
+    /// Held while a claim checks the window and takes its room, so that
+    /// claims are decided one at a time (once per block, not per message).
+    claim_lock: Mutex<()>,
     /// Tells the committer `every` more finished.
     wake: tokio::sync::Notify,
     /// Tells async claimers a commit was acknowledged.
@@ -111,25 +122,23 @@ impl CommitWindow {
         if limit == 0 {
             return true;
         }
-        let mut claimed = self.claimed.load(Ordering::Acquire);
-        loop {
-            // `covered` first: it only grows, so the uncovered count read
-            // after it is never too small.
-            let covered = self.covered.load(Ordering::Acquire);
-            let uncovered = self.count().saturating_sub(covered);
-            if uncovered + claimed >= limit {
-                return false;
-            }
-            match self.claimed.compare_exchange_weak(
-                claimed,
-                claimed + n,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(now) => claimed = now,
-            }
+        // Claimers take turns. A compare-and-swap on `claimed` alone is not
+        // enough: a release and another claim of the same size can bring it
+        // back to the value read (ABA), and the swap would then succeed on
+        // a stale `count`, letting the window overshoot by a second block.
+        let _turn = self.claim_lock.lock();
+        // `claimed` first: a block released before this read counted its
+        // messages in `count` before releasing, so they are seen below; a
+        // block released after it is still in `claimed`. `covered` before
+        // `count`: it only grows, so the uncovered count is never too small.
+        let claimed = self.claimed.load(Ordering::Acquire);
+        let covered = self.covered.load(Ordering::Acquire);
+        let uncovered = self.count().saturating_sub(covered);
+        if uncovered + claimed >= limit {
+            return false;
         }
+        self.claimed.fetch_add(n, Ordering::AcqRel);
+        true
     }
 
     /// Claims `n` messages regardless of room (when waiting is pointless).
