@@ -225,6 +225,9 @@ async fn task_main<H: AsyncHandler>(
                 // kept out of every task's resident state.
                 Box::pin(wait_for_claim(&sh, out.cap)).await;
                 out.claimed = true;
+                // The block's age counts from its claim, as a thread
+                // worker's does: not published after a single message.
+                out.oldest = Some(Instant::now());
             }
             process(&*handler, &sh, &mut out, &mut slot, timeout).await;
         }
