@@ -863,14 +863,11 @@ impl Pipeline {
             pool.interrupt();
         };
         let report = loop {
-            // Biased: a group event (a lost partition) is seen before the
-            // next commit, which then leaves that partition out.
+            // Biased, group events first: a lost partition already reported
+            // is left out of the next commit, the final one included (the
+            // drain's end is seen only once no event is waiting).
             tokio::select! {
                 biased;
-                r = &mut stopping => break r,
-                _ = &mut second_signal, if reason != StopReason::Failed && !interrupted => {
-                    abandon(&self.pool, &mut reason, &mut interrupted);
-                }
                 // The group keeps talking while we drain: revocations are
                 // acknowledged after the final commit below, lost partitions
                 // are not committed.
@@ -881,11 +878,17 @@ impl Pipeline {
                     Some(GroupEvent::Failed(e)) => tracing::warn!("group membership failed while stopping: {e}"),
                     None => self.membership = None,
                 },
+                r = &mut stopping => break r,
+                _ = &mut second_signal, if reason != StopReason::Failed && !interrupted => {
+                    abandon(&self.pool, &mut reason, &mut interrupted);
+                }
                 _ = commit_tick.tick() => {
                     let who = self.identity();
                     let commit = self.committer.commit(&parts, &who);
                     tokio::pin!(commit);
-                    // A slow coordinator must not delay a second signal.
+                    // A second signal during a slow commit abandons the
+                    // queued messages at once; the commit itself, the final
+                    // one and the leave below still run to their deadlines.
                     let result = loop {
                         tokio::select! {
                             r = &mut commit => break r,
