@@ -11,7 +11,7 @@
 //! Gating where work *starts* (not where readers hand it to the pool) is what
 //! makes the bound exact: work already queued in the pool cannot finish
 //! beyond it. Claims are counted as reservations of a whole block, so the
-//! hot path pays one atomic compare-and-swap per block, not per message.
+//! hot path pays one uncontended lock per block, not a cost per message.
 //!
 //! A stuck handler holds only its own block's claim. A block is at most
 //! `N / (2 × workers)` messages, so even every worker hung holds half the
@@ -22,10 +22,12 @@
 //! Records an offset map skips count as finished without a claim. They
 //! only tighten the window (a crash does not repeat them: the map that
 //! skipped them is committed again), but they can take the finished count
-//! past the bound. The window stands open while the pool
-//! drains or a revocation waits for work (the caller's `give_up`): nobody
-//! commits by count then (a drain commits by time only, a revocation not at
-//! all), and waiting would only stall the hand-over.
+//! past the bound.
+//!
+//! The window stands open while the pool drains or a revocation waits for
+//! work (the caller's `give_up`): nobody commits by count then (a drain
+//! commits by time only, a revocation not at all), and waiting would only
+//! stall the hand-over.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

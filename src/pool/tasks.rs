@@ -332,9 +332,7 @@ impl Publisher<'_> {
 /// unless nobody will commit by count meanwhile (the pool drains or halts,
 /// or a revocation waits for work).
 async fn wait_for_claim(sh: &Shared, n: usize) {
-    let give_up =
-        || sh.phase.load(AO::Relaxed) != RUNNING || sh.halted() || sh.tracker.has_waiters();
-    sh.tracker.claim(n, &give_up).await;
+    sh.tracker.claim(n, &|| sh.claim_wait_pointless()).await;
 }
 
 /// How a message's attempts ended.

@@ -152,6 +152,13 @@ impl Shared {
         self.aborting() || self.failed.load(AO::Relaxed)
     }
 
+    /// Whether a claim on the commit window should stop waiting for room:
+    /// nobody commits by count while the pool drains or halts, or while a
+    /// revocation waits for work, so waiting would only stall them.
+    pub(crate) fn claim_wait_pointless(&self) -> bool {
+        self.phase.load(AO::Relaxed) != RUNNING || self.halted() || self.tracker.has_waiters()
+    }
+
     pub(crate) fn wake_everyone(&self) {
         self.capacity.signal_all();
         self.halt.notify_waiters();
@@ -330,9 +337,9 @@ impl<'a> Worker<'a> {
     fn start_block(&mut self) {
         let sh = self.shared;
         self.cap = sh.tracker.claim_block(PUBLISH_BATCH, sh.workers.len());
-        let give_up =
-            || sh.phase.load(AO::Relaxed) != RUNNING || sh.halted() || sh.tracker.has_waiters();
-        self.claim = sh.tracker.claim_blocking(self.cap, &give_up);
+        self.claim = sh
+            .tracker
+            .claim_blocking(self.cap, &|| sh.claim_wait_pointless());
         self.oldest = Some(Instant::now());
     }
 

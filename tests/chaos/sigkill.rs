@@ -56,9 +56,9 @@ pub fn life_args(topic: &str, group: &str, workers: usize, flags: &[&str]) -> Ve
 /// Consumer flags every life of these loops gets besides its own:
 /// `--commit-every 100` (a commit each 50 finished messages, and fewer than
 /// 100 plus one worker's block finished and uncommitted: what a kill can
-/// repeat), then the
-/// whitespace-separated words of `MYKAFKAMS_CHAOS_ARGS` (e.g.
-/// `--commit-every 0 --offset-map-max-bytes 0`, to see what the loops catch).
+/// repeat), then the whitespace-separated words of `MYKAFKAMS_CHAOS_ARGS`
+/// (e.g. `--commit-every 0 --offset-map-max-bytes 0`, to see what the loops
+/// catch).
 pub fn extra_args() -> Vec<String> {
     let mut args: Vec<String> = vec!["--commit-every".to_string(), "100".to_string()];
     if let Ok(more) = std::env::var("MYKAFKAMS_CHAOS_ARGS") {

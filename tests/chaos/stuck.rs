@@ -51,9 +51,9 @@ const WORKERS: &str = "32";
 /// budget; with a budget smaller than the backlog (256 was tried) they take
 /// room the baseline gives to other keys, fewer keys run, and the ratio
 /// measured 0.80-1.00 from run to run, the machine 70 % idle: the budget,
-/// not the hang, held the others back. Every other partition's committed offset still moves, with
-/// its slowest key, which runs: the log's end is fetched at once, and the
-/// drain that follows commits every interval.
+/// not the hang, held the others back. Every other partition's committed
+/// offset still moves, with its slowest key, which runs: the log's end is
+/// fetched at once, and the drain that follows commits every interval.
 const MAX_IN_FLIGHT: &str = "4096";
 /// Each message's command sleeps this long (`sleep` takes seconds).
 const WORK: &str = "0.2";
